@@ -1,0 +1,17 @@
+"""Shared pytest set-up for the unit tests and the doctests in the package."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _check_sparse_invariants():
+    # Every sparse tensor a test or doctest builds is validated by torch, which also answers
+    # torch's "invariant checks are implicitly disabled" warning by opting in explicitly.
+    with torch.sparse.check_sparse_tensor_invariants():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _doctest_torch(doctest_namespace):
+    doctest_namespace["torch"] = torch

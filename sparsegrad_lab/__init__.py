@@ -1,0 +1,29 @@
+"""sparsegrad_lab: sparse-times-dense matmul whose gradient stays sparse.
+
+The heart is :func:`sparse_mm`. ``import sparsegrad_lab`` needs torch alone; plotting and
+widget helpers import matplotlib and ipywidgets only when their modules are imported.
+
+>>> import torch, sparsegrad_lab as sgl
+>>> A = torch.eye(3).to_sparse_csr().requires_grad_()
+>>> sgl.sparse_mm(A, torch.ones(3, 4)).shape
+torch.Size([3, 4])
+"""
+
+from .errors import InputTypeError, InputValueError, MemoryBudgetError, SparseGradLabError
+from .ops import SampledProduct, SparseMatMul, sparse_mm
+from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKWARD_STRATEGIES",
+    "BackwardStrategy",
+    "InputTypeError",
+    "InputValueError",
+    "MemoryBudgetError",
+    "SampledProduct",
+    "SparseGradLabError",
+    "SparseMatMul",
+    "__version__",
+    "sparse_mm",
+]

@@ -1,0 +1,104 @@
+"""Input validation for ``sparse_mm``: every mistake caught before torch sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import InputTypeError, InputValueError
+from .sddmm import BACKWARD_STRATEGIES
+
+_SUPPORTED_LAYOUTS = (torch.sparse_coo, torch.sparse_csr)
+_EVERYWHERE_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+# torch's CPU CSR kernels (MKL and native) implement no half-precision matmul.
+_CUDA_ONLY_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, Tensor):
+        return f"a {obj.layout} tensor of shape {tuple(obj.shape)}"
+    return f"an object of type {type(obj).__name__}"
+
+
+def check_sparse_mm_inputs(A: Any, B: Any, backward: Any) -> None:
+    """Raise :class:`InputTypeError` / :class:`InputValueError` if ``sparse_mm`` cannot run.
+
+    >>> check_sparse_mm_inputs(torch.eye(2), torch.ones(2, 1), "sddmm")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: sparse_mm: A must be sparse (torch.sparse_coo or \
+torch.sparse_csr), got a dense (strided) tensor of shape (2, 2); convert it with \
+A.to_sparse() or A.to_sparse_csr()
+    """
+    if not isinstance(backward, str) or backward not in BACKWARD_STRATEGIES:
+        raise InputValueError(
+            f"sparse_mm: backward must be one of {BACKWARD_STRATEGIES}, got {backward!r}"
+        )
+    if not isinstance(A, Tensor):
+        raise InputTypeError(f"sparse_mm: A must be a sparse torch.Tensor, got {_kind(A)}")
+    if not isinstance(B, Tensor):
+        raise InputTypeError(f"sparse_mm: B must be a dense torch.Tensor, got {_kind(B)}")
+    if A.layout == torch.strided:
+        raise InputTypeError(
+            "sparse_mm: A must be sparse (torch.sparse_coo or torch.sparse_csr), got a dense "
+            f"(strided) tensor of shape {tuple(A.shape)}; convert it with A.to_sparse() or "
+            "A.to_sparse_csr()"
+        )
+    if A.layout not in _SUPPORTED_LAYOUTS:
+        raise InputTypeError(
+            f"sparse_mm: A has layout {A.layout}; expected torch.sparse_coo or "
+            "torch.sparse_csr (convert it with A.to_sparse_csr())"
+        )
+    if B.layout != torch.strided:
+        raise InputTypeError(
+            f"sparse_mm: B must be a dense (strided) tensor, got layout {B.layout}; "
+            "convert it with B.to_dense()"
+        )
+    if A.dim() not in (2, 3):
+        raise InputValueError(
+            f"sparse_mm: A must be 2-D (n, m) or batched 3-D (b, n, m), got shape {tuple(A.shape)}"
+        )
+    if A.dense_dim() != 0:
+        raise InputValueError(
+            f"sparse_mm: A is a hybrid sparse tensor (sparse_dim={A.sparse_dim()}, "
+            f"dense_dim={A.dense_dim()}); expected scalar values (dense_dim=0), e.g. "
+            f"a sparse tensor with sparse_dim={A.dim()}"
+        )
+    if B.dim() != A.dim():
+        expected = "(m, p)" if A.dim() == 2 else "(b, m, p)"
+        raise InputValueError(
+            f"sparse_mm: A is {A.dim()}-D {tuple(A.shape)}, so B must be {A.dim()}-D "
+            f"{expected}; got B of shape {tuple(B.shape)}"
+        )
+    if A.shape[-1] != B.shape[-2]:
+        raise InputValueError(
+            f"sparse_mm: inner dimensions differ: A has {A.shape[-1]} columns "
+            f"(shape {tuple(A.shape)}) but B has {B.shape[-2]} rows (shape {tuple(B.shape)})"
+        )
+    if A.dim() == 3 and A.shape[0] != B.shape[0]:
+        raise InputValueError(
+            f"sparse_mm: batch sizes differ: A has {A.shape[0]} items (shape "
+            f"{tuple(A.shape)}), B has {B.shape[0]} (shape {tuple(B.shape)})"
+        )
+    if A.dtype != B.dtype:
+        raise InputTypeError(
+            f"sparse_mm: A and B must have the same dtype, got A {A.dtype} and B {B.dtype}; "
+            "cast one with .to(dtype)"
+        )
+    if A.dtype not in _EVERYWHERE_DTYPES + _CUDA_ONLY_DTYPES:
+        raise InputTypeError(
+            f"sparse_mm: dtype {A.dtype} is not supported; expected one of float32, "
+            "float64, complex64, complex128 (or float16/bfloat16 on CUDA)"
+        )
+    if A.device != B.device:
+        raise InputValueError(
+            f"sparse_mm: A and B must be on the same device, got A on {A.device} and B on "
+            f"{B.device}"
+        )
+    if A.dtype in _CUDA_ONLY_DTYPES and A.device.type != "cuda":
+        raise InputTypeError(
+            f"sparse_mm: {A.dtype} is supported on CUDA only (torch's {A.device.type} sparse "
+            "kernels have no half-precision matmul); use float32 on this device"
+        )

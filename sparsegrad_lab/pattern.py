@@ -1,0 +1,192 @@
+"""The sparsity pattern of ``A``, reduced to one 2-D CSR structure.
+
+Every input ``sparse_mm`` accepts -- COO or CSR, 2-D ``(n, m)`` or batched ``(b, n, m)`` --
+is the same thing to the kernels: a set of stored positions ``(r_k, c_k)`` of a 2-D matrix
+plus a vector of values ``v_k``. A batch of ``b`` matrices is the block-diagonal matrix
+
+.. math::
+
+    \\operatorname{diag}(A_1, \\dots, A_b) \\in \\mathbb{F}^{bn \\times bm},
+
+so item ``t``'s entry ``(i, j)`` sits at ``(t n + i, t m + j)`` and
+``diag(A_t) @ vstack(B_t) = vstack(A_t B_t)``. Holding that matrix in CSR order (rows
+ascending, columns ascending within a row, no duplicates) lets one set of kernels serve
+all eight input kinds without a Python loop over the batch.
+
+The pattern is built once per call and never differentiated; the values travel separately
+as an ordinary dense tensor, which is what makes double backward work with plain autograd.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+__all__ = ["SparsityPattern", "csr_tensor", "pattern_and_values"]
+
+
+def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Build a CSR tensor from trusted parts without torch's beta-state warning.
+
+    The parts come from an existing valid tensor, so invariant checks are skipped.
+
+    >>> A = csr_tensor(torch.tensor([0, 1, 1]), torch.tensor([2]), torch.tensor([5.0]), (2, 3))
+    >>> A.to_dense()
+    tensor([[0., 0., 5.],
+            [0., 0., 0.]])
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+@dataclass(frozen=True, eq=False)
+class SparsityPattern:
+    """Stored positions of a (block-diagonal) 2-D matrix in CSR order.
+
+    Parameters
+    ----------
+    crow : Tensor
+        Row pointers, shape ``(N + 1,)``; row ``r`` owns entries ``crow[r]:crow[r+1]``.
+    col : Tensor
+        Column of each entry, shape ``(nnz,)``, same index dtype as ``crow``.
+    row : Tensor
+        Row of each entry, shape ``(nnz,)``, the expanded form of ``crow``.
+    batch : int
+        Number of diagonal blocks ``b`` (1 for a 2-D input).
+    block_shape : tuple of int
+        ``(n, m)``, the shape of one block; the whole matrix is ``(b n, b m)``.
+
+    Examples
+    --------
+    >>> A = torch.tensor([[0.0, 2.0], [3.0, 0.0]]).to_sparse()
+    >>> pattern, values = pattern_and_values(A)
+    >>> pattern.shape, pattern.nnz, values.tolist()
+    ((2, 2), 2, [2.0, 3.0])
+    >>> pattern.transpose.pattern.col.tolist()
+    [1, 0]
+    """
+
+    crow: Tensor
+    col: Tensor
+    row: Tensor
+    batch: int
+    block_shape: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(N, M) = (b n, b m)``, the shape of the block-diagonal matrix."""
+        n, m = self.block_shape
+        return (self.batch * n, self.batch * m)
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries (after merging duplicates)."""
+        return int(self.col.numel())
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the index tensors."""
+        return self.col.device
+
+    def to_csr(self, values: Tensor) -> Tensor:
+        """The 2-D CSR tensor with this pattern and ``values`` (the indices are not copied)."""
+        return csr_tensor(self.crow, self.col, values, self.shape)
+
+    @cached_property
+    def transpose(self) -> TransposedPattern:
+        """The pattern of ``Aᵀ`` in its own CSR order, and the permutation that gets there.
+
+        Entry ``k`` of the transpose is entry ``perm[k]`` of this pattern, so the values
+        of ``Aᴴ`` are ``values[perm].conj()``. Computed at most once per pattern (the
+        gradient of ``B`` and the double-backward products reuse it). The transpose does
+        not link back to its source, which keeps the pair free of reference cycles.
+        """
+        n, m = self.block_shape
+        # A stable sort by column keeps rows ascending inside each column: CSR order of Aᵀ.
+        perm = torch.argsort(self.col, stable=True)
+        row_t = self.col[perm]
+        crow_t = torch._convert_indices_from_coo_to_csr(
+            row_t, self.batch * m, out_int32=self.col.dtype == torch.int32
+        )
+        transposed = SparsityPattern(
+            crow=crow_t,
+            col=self.row[perm],
+            row=row_t,
+            batch=self.batch,
+            block_shape=(m, n),
+        )
+        return TransposedPattern(transposed, perm)
+
+
+@dataclass(frozen=True, eq=False)
+class TransposedPattern:
+    """``Aᵀ``'s pattern together with the permutation from ``A``'s value order to it."""
+
+    pattern: SparsityPattern
+    perm: Tensor
+
+
+def pattern_and_values(A: Tensor) -> tuple[SparsityPattern, Tensor]:
+    """Split a validated sparse ``A`` into its CSR-ordered pattern and its values.
+
+    The values stay attached to autograd: a gradient that reaches them flows back into
+    ``A`` as a sparse tensor of ``A``'s own layout (torch's ``values()`` backward builds
+    it from ``A``'s indices). Uncoalesced COO is coalesced first, so duplicated positions
+    are summed in the forward and each receives the full gradient of its position -- the
+    derivative of a sum with respect to each of its terms.
+
+    Parameters
+    ----------
+    A : Tensor
+        Sparse COO or CSR, shape ``(n, m)`` or ``(b, n, m)``, already validated.
+
+    Returns
+    -------
+    pattern : SparsityPattern
+        Positions of the block-diagonal ``(b n, b m)`` matrix in CSR order.
+    values : Tensor
+        Shape ``(nnz,)``, aligned with ``pattern``.
+
+    Examples
+    --------
+    >>> i = torch.tensor([[1, 0, 1], [0, 2, 0]])            # (1, 0) is stored twice
+    >>> A = torch.sparse_coo_tensor(i, torch.tensor([1.0, 2.0, 3.0]), (2, 3))
+    >>> pattern, values = pattern_and_values(A)
+    >>> pattern.row.tolist(), pattern.col.tolist(), values.tolist()
+    ([0, 1], [2, 0], [2.0, 4.0])
+    """
+    batched = A.dim() == 3
+    b, n, m = A.shape if batched else (1, *A.shape)
+    if A.layout == torch.sparse_coo:
+        A = A.coalesce()
+        indices, values = A.indices(), A.values()
+        if batched:
+            item = indices[0]
+            row, col = item * n + indices[1], item * m + indices[2]
+        else:
+            row, col = indices[0], indices[1]
+        crow = torch._convert_indices_from_coo_to_csr(row, b * n)
+        return SparsityPattern(crow, col, row, b, (n, m)), values
+
+    crow, col, values = A.crow_indices(), A.col_indices(), A.values()
+    if batched:
+        per_item = col.shape[-1]
+        index_dtype = crow.dtype
+        if max(b * per_item, b * max(n, m)) >= 2**31:
+            index_dtype = torch.int64  # int32 cannot address the whole block-diagonal matrix
+        item = torch.arange(b, device=col.device, dtype=index_dtype).unsqueeze(1)
+        crow = torch.cat(
+            [
+                (crow[:, :-1].to(index_dtype) + item * per_item).reshape(-1),
+                torch.tensor([b * per_item], device=col.device, dtype=index_dtype),
+            ]
+        )
+        col = (col.to(index_dtype) + item * m).reshape(-1)
+        values = values.reshape(-1)
+    row = torch._convert_indices_from_csr_to_coo(crow, col, out_int32=crow.dtype == torch.int32)[0]
+    return SparsityPattern(crow, col, row, b, (n, m)), values

@@ -1,0 +1,160 @@
+"""The sampled dense-dense product: the gradient of ``A`` at ``A``'s own positions.
+
+For :math:`C = A B` with loss :math:`L` and upstream gradient :math:`G = \\partial L /
+\\partial \\bar C` (torch's convention, which makes the complex case come out conjugated),
+
+.. math::
+
+    \\frac{\\partial L}{\\partial \\bar A_{ij}} = \\sum_l G_{il} \\overline{B_{jl}}
+    = (G B^{\\mathsf H})_{ij},
+
+but ``A`` only *has* the entries :math:`(r_k, c_k)` it stores, so only
+
+.. math::
+
+    s_k = \\sum_{l=1}^{p} G_{r_k l} \\, \\overline{B_{c_k l}}, \\qquad k = 1, \\dots, \\mathrm{nnz}
+
+is needed. Three ways to get the same ``s`` -- the spine of the lessons:
+
+``"dense"``
+    form :math:`G B^{\\mathsf H}` (``n x m`` per batch item), then pick the stored entries.
+    What ``torch.sparse.mm`` does for COO. :math:`O(n m)` memory.
+``"gather"``
+    gather row :math:`r_k` of ``G`` and row :math:`c_k` of ``B`` for every ``k``, multiply,
+    sum. :math:`O(\\mathrm{nnz}\\, p)` temporaries.
+``"sddmm"``
+    a true sampled product: torch's ``sparse.sampled_addmm`` kernel where it supports the
+    dtype (it loops over the stored entries), otherwise the gather done in chunks whose
+    working set is bounded by :data:`CHUNK_BYTES` whatever ``nnz`` is. The default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from .pattern import SparsityPattern
+
+__all__ = [
+    "BACKWARD_STRATEGIES",
+    "CHUNK_BYTES",
+    "BackwardStrategy",
+    "sampled_product",
+    "sampled_product_workspace_bytes",
+]
+
+BackwardStrategy = Literal["sddmm", "gather", "dense"]
+BACKWARD_STRATEGIES: tuple[BackwardStrategy, ...] = get_args(BackwardStrategy)
+
+#: Bound on the temporaries of one chunk of the chunked sampled product, in bytes.
+CHUNK_BYTES = 4 * 2**20
+
+# dtypes torch's sampled_addmm kernel accepts (it refuses float16/bfloat16 on CPU).
+_SAMPLED_ADDMM_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def sampled_product(
+    pattern: SparsityPattern, G: Tensor, B: Tensor, strategy: BackwardStrategy = "sddmm"
+) -> Tensor:
+    """Values of :math:`G B^{\\mathsf H}` at the stored positions of ``pattern``.
+
+    Parameters
+    ----------
+    pattern : SparsityPattern
+        Positions :math:`(r_k, c_k)` of an ``(N, M)`` matrix.
+    G : Tensor
+        Dense ``(N, p)``.
+    B : Tensor
+        Dense ``(M, p)``.
+    strategy : {"sddmm", "gather", "dense"}
+        How to compute it; all three return the same numbers.
+
+    Returns
+    -------
+    Tensor
+        ``(nnz,)`` with :math:`s_k = \\sum_l G_{r_k l} \\overline{B_{c_k l}}`.
+
+    Examples
+    --------
+    >>> from sparsegrad_lab.pattern import pattern_and_values
+    >>> A = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).to_sparse()
+    >>> pattern, _ = pattern_and_values(A)
+    >>> G, B = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[5.0, 6.0], [7.0, 8.0]])
+    >>> sampled_product(pattern, G, B)           # (G Bᵀ)[0, 1] and (G Bᵀ)[1, 0]
+    tensor([23., 39.])
+    """
+    if pattern.nnz == 0:
+        return G.new_zeros(0)
+    G, B = G.contiguous(), B.contiguous()
+    if strategy == "dense":
+        return _dense_then_mask(pattern, G, B)
+    if strategy == "gather":
+        return _gather_rows(pattern, G, B, 0, pattern.nnz)
+    if G.dtype in _SAMPLED_ADDMM_DTYPES:
+        # Written in place into a plain tensor we own: returning ``.values()`` of a fresh
+        # CSR result would hand autograd a view of a sparse tensor, which complex autograd
+        # cannot re-view ("Sparse CSR tensors do not have strides").
+        out = G.new_zeros(pattern.nnz)
+        target = pattern.to_csr(out)
+        torch.sparse.sampled_addmm(target, G, B.mH, beta=0.0, out=target)
+        return out
+    return _chunked_gather(pattern, G, B)
+
+
+def _dense_then_mask(pattern: SparsityPattern, G: Tensor, B: Tensor) -> Tensor:
+    b, (n, m) = pattern.batch, pattern.block_shape
+    dense = torch.matmul(G.view(b, n, -1), B.view(b, m, -1).mH)  # (b, n, m): the O(nm) step
+    row, col = pattern.row.long(), pattern.col.long()
+    item = row // n
+    flat = item * (n * m) + (row - item * n) * m + (col - item * m)
+    return dense.reshape(-1)[flat]
+
+
+def _gather_rows(pattern: SparsityPattern, G: Tensor, B: Tensor, start: int, stop: int) -> Tensor:
+    rows = G.index_select(0, pattern.row[start:stop])
+    cols = B.index_select(0, pattern.col[start:stop])
+    return (rows * cols.conj()).sum(-1)
+
+
+def _chunked_gather(pattern: SparsityPattern, G: Tensor, B: Tensor) -> Tensor:
+    # Three (chunk, p) temporaries live at once: two gathered blocks and their product.
+    chunk = max(1, CHUNK_BYTES // (3 * max(1, G.shape[1]) * G.element_size()))
+    out = G.new_empty(pattern.nnz)
+    for start in range(0, pattern.nnz, chunk):
+        stop = min(start + chunk, pattern.nnz)
+        out[start:stop] = _gather_rows(pattern, G, B, start, stop)
+    return out
+
+
+def sampled_product_workspace_bytes(
+    strategy: BackwardStrategy,
+    *,
+    batch: int,
+    block_shape: tuple[int, int],
+    nnz: int,
+    p: int,
+    dtype: torch.dtype,
+) -> int:
+    """Predicted peak temporaries of :func:`sampled_product`, output excluded, in bytes.
+
+    ``"dense"``: the ``b n m`` product plus an int64 flat index per entry;
+    ``"gather"``: three ``nnz x p`` blocks (two gathered operands and their product);
+    ``"sddmm"``: a zero template and a copy of the indices (sampled_addmm) or three
+    chunk-sized blocks (chunked gather), whichever the dtype uses.
+
+    >>> sampled_product_workspace_bytes(
+    ...     "gather", batch=1, block_shape=(10, 10), nnz=100, p=8, dtype=torch.float32)
+    9600
+    """
+    elem = torch.empty(0, dtype=dtype).element_size()
+    n, m = block_shape
+    if strategy == "dense":
+        return batch * n * m * elem + nnz * 8
+    if strategy == "gather":
+        return 3 * nnz * p * elem
+    if dtype in _SAMPLED_ADDMM_DTYPES:
+        return 0  # torch's kernel writes straight into the output
+    chunk = max(1, CHUNK_BYTES // (3 * max(1, p) * elem))
+    return 3 * min(nnz, chunk) * p * elem
