@@ -74,7 +74,8 @@ def sampled_product(
     Returns
     -------
     Tensor
-        ``(nnz,)`` with :math:`s_k = \\sum_l G_{r_k l} \\overline{B_{c_k l}}`.
+        ``(nnz,)`` with :math:`s_k = \\sum_l G_{r_k l} \\overline{B_{c_k l}}`. Not tracked
+        by autograd: :class:`sparsegrad_lab.SampledProduct` is the differentiable form.
 
     Examples
     --------
@@ -98,7 +99,8 @@ def sampled_product(
         # cannot re-view ("Sparse CSR tensors do not have strides").
         out = G.new_zeros(pattern.nnz)
         target = pattern.to_csr(out)
-        torch.sparse.sampled_addmm(target, G, B.mH, beta=0.0, out=target)
+        with torch.no_grad():  # out= takes no autograd; SampledProduct differentiates this
+            torch.sparse.sampled_addmm(target, G, B.mH, beta=0.0, out=target)
         return out
     return _chunked_gather(pattern, G, B)
 
