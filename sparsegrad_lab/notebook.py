@@ -1,0 +1,76 @@
+"""The first cell of every lesson: seeds, a version check, plotting defaults, quiet torch.
+
+Kept in the package so the five notebooks share one set-up instead of five copies, and so
+the lessons' outputs stay reproducible (same seeds, same figure size, no stray warnings).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from importlib.metadata import version
+
+import torch
+
+__all__ = ["BINDER_REPO", "LOCKED_TORCH", "binder_url", "setup"]
+
+#: The GitHub repository Binder builds the lessons from.
+BINDER_REPO = "sparsegrad-lab/sparsegrad_lab"
+
+#: The torch version the committed notebook outputs were produced with (requirements.lock).
+LOCKED_TORCH = "2.13.0"
+
+
+def binder_url(notebook: str) -> str:
+    """The mybinder.org link that opens ``notebook`` in JupyterLab.
+
+    >>> binder_url("01_gradient_derivation.ipynb")
+    'https://mybinder.org/v2/gh/sparsegrad-lab/sparsegrad_lab/HEAD?urlpath=lab/tree/notebooks/01_gradient_derivation.ipynb'
+    """
+    return f"https://mybinder.org/v2/gh/{BINDER_REPO}/HEAD?urlpath=lab/tree/notebooks/{notebook}"
+
+
+def setup(seed: int = 0) -> str:
+    """Seed every generator, set plotting defaults, silence torch's sparse notices.
+
+    * ``random``, numpy (if installed) and torch are seeded with ``seed``; torch is held to
+      deterministic algorithms where it has them, and to the thread count it found.
+    * torch's one-time "Sparse CSR tensor support is in beta state" warning is filtered at
+      its source (its text carries a per-run path, so it would never match a saved output),
+      and sparse invariant checks are explicitly switched off, which answers torch's "checks
+      are implicitly disabled" warning: the checks allocate and take time on every sparse
+      tensor built, which would distort the lessons' memory and time measurements.
+    * matplotlib (if installed) gets one figure size, resolution and font size.
+
+    Returns a line naming the versions in use, which the notebooks print; it warns when
+    torch differs from the locked version the committed outputs came from.
+
+    >>> setup(0).startswith("sparsegrad_lab ")
+    True
+    """
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+    torch.sparse.check_sparse_tensor_invariants.disable()
+    try:
+        import matplotlib as mpl
+
+        mpl.rcParams.update(
+            {"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10, "axes.grid": True}
+        )
+    except ImportError:
+        pass
+    torch_version = torch.__version__.split("+")[0]
+    if torch_version != LOCKED_TORCH:
+        warnings.warn(
+            f"torch {torch_version} is running, but the lessons' saved outputs were produced "
+            f"with torch {LOCKED_TORCH} (requirements.lock); numbers may differ slightly",
+            stacklevel=2,
+        )
+    return f"sparsegrad_lab {version('sparsegrad-lab')}, torch {torch_version}"

@@ -1,0 +1,678 @@
+"""Figures for the lessons: spy plots, storage diagrams, memory and timing curves.
+
+The only module of the package that imports matplotlib. Every function draws into the
+``ax`` it is given and returns that Axes, or makes a new figure and returns the
+:class:`~matplotlib.figure.Figure`; none calls ``plt.show()``, so a notebook decides when
+to display and a test can close what it made. Figures come from ``pyplot`` so that
+Jupyter's inline backend shows them at the end of a cell.
+
+>>> import matplotlib
+>>> matplotlib.use("Agg")
+>>> import matplotlib.pyplot as plt
+>>> fig = spy(torch.eye(4).to_sparse())
+>>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
+('column j', 'row i')
+>>> plt.close(fig)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+from .errors import InputTypeError, InputValueError
+from .pattern import SparsityPattern, pattern_and_values
+from .patterns import storage_bytes
+
+__all__ = [
+    "draw_block_diagonal",
+    "draw_storage",
+    "plot_gradient_entry",
+    "plot_memory_curves",
+    "plot_timings",
+    "spy",
+]
+
+#: Above this many stored entries :func:`spy` bins the matrix into an image instead of
+#: drawing one marker per entry (a million markers take seconds and megabytes of output).
+MAX_MARKERS = 200_000
+_SPY_BINS = 400  # raster resolution of a binned spy plot, per axis
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _canvas(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure | None, Axes]:
+    if ax is None:
+        fig, new_ax = plt.subplots(figsize=figsize, layout="constrained")
+        return fig, new_ax
+    if not isinstance(ax, Axes):
+        raise InputTypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    return None, ax
+
+
+def _colour(k: int) -> str:
+    """The ``k``-th colour of the property cycle (as ``"C0"``, ``"C1"``, ... wrapping)."""
+    return f"C{k % len(plt.rcParams['axes.prop_cycle'])}"
+
+
+def _entries(func: str, A: Any) -> tuple[SparsityPattern, Tensor]:
+    """Positions (block-diagonal view, CSR order) and values of ``A``'s stored entries."""
+    if not isinstance(A, Tensor):
+        raise InputTypeError(f"{func}: A must be a torch.Tensor, got {type(A).__name__}")
+    if A.dim() not in (2, 3):
+        raise InputValueError(
+            f"{func}: A must be 2-D (n, m) or batched 3-D (b, n, m), got shape {tuple(A.shape)}"
+        )
+    A = A.detach()
+    if A.layout == torch.strided:
+        A = A.to_sparse()
+    elif A.layout not in (torch.sparse_coo, torch.sparse_csr):
+        raise InputTypeError(f"{func}: A must be strided, sparse COO or sparse CSR, got {A.layout}")
+    if A.dense_dim() != 0:
+        raise InputValueError(f"{func}: A must have scalar values, got dense_dim={A.dense_dim()}")
+    return pattern_and_values(A)
+
+
+def _as_coo(A: Tensor) -> Tensor:
+    if A.layout == torch.sparse_csr:
+        return A.to_sparse_coo()
+    return A.to_sparse() if A.layout == torch.strided else A
+
+
+def _label(ax: Axes, x: float, y: float, text: str, **style: Any) -> None:
+    ax.text(x, y, text, **{"ha": "center", "va": "center", "fontsize": 9, **style})
+
+
+def _coordinates(pattern: SparsityPattern) -> tuple[Tensor, Tensor, int, tuple[int, int]]:
+    """Rows and columns (int64) of the stored entries, the batch size and the item shape."""
+    return pattern.row.long(), pattern.col.long(), pattern.batch, pattern.block_shape
+
+
+def _stats(nnz: int, batch: int, block_shape: tuple[int, int]) -> str:
+    n, m = block_shape
+    return f"nnz = {nnz:,}, density = {nnz / (batch * n * m):.3g}"
+
+
+# --------------------------------------------------------------------------- spy plots
+
+
+def spy(
+    A: Tensor,
+    ax: Axes | None = None,
+    title: str | None = None,
+    markersize: float | None = None,
+    *,
+    max_markers: int = MAX_MARKERS,
+) -> Figure | Axes:
+    """Draw where ``A`` stores entries: one square marker per stored position.
+
+    Row ``i`` runs down and column ``j`` across, as in the matrix. A batch ``(b, n, m)`` is
+    drawn as the ``(b n) x (b m)`` block-diagonal matrix it stands for, with each item's
+    block outlined. Above ``max_markers`` entries the matrix is binned into a
+    ``400 x 400`` image whose grey level is the fraction of stored positions per bin.
+
+    Parameters
+    ----------
+    A : Tensor
+        Sparse COO or CSR (or dense: its nonzeros), ``(n, m)`` or ``(b, n, m)``.
+    ax : Axes, optional
+        Where to draw; a new figure when omitted.
+    title : str, optional
+        First title line; the second always gives nnz and density.
+    markersize : float, optional
+        Marker size in points; by default about one matrix cell.
+    max_markers : int, default 200_000
+
+    Returns
+    -------
+    Figure or Axes
+        The new figure, or ``ax`` when one was given.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> spy(torch.eye(5).to_sparse(), ax=ax) is ax, ax.get_title()
+    (True, 'nnz = 5, density = 0.2')
+    >>> plt.close(fig)
+    """
+    pattern, _ = _entries("spy", A)
+    row, col, batch, (n, m) = _coordinates(pattern)
+    fig, ax = _canvas(ax, (5.0, 5.0))
+    N, M = batch * n, batch * m
+    nnz, binned = int(row.numel()), ""
+    if nnz > max_markers:
+        bins_r, bins_c = min(N, _SPY_BINS), min(M, _SPY_BINS)
+        cell = (row * bins_r // N) * bins_c + col * bins_c // M
+        counts = torch.bincount(cell, minlength=bins_r * bins_c).reshape(bins_r, bins_c)
+        fill = counts.double() / ((N / bins_r) * (M / bins_c))
+        extent = (-0.5, M - 0.5, N - 0.5, -0.5)
+        ax.imshow(fill.numpy(), cmap="Greys", vmin=0.0, extent=extent, interpolation="nearest")
+        binned = f", binned {bins_r} x {bins_c}"
+    else:
+        if markersize is None:
+            # About one cell of a 5-inch (360-point) axes, never below half a point.
+            markersize = min(6.0, max(0.5, 300.0 / max(N, M)))
+        ax.plot(
+            col.numpy(),
+            row.numpy(),
+            linestyle="none",
+            marker="s",
+            markersize=markersize,
+            markeredgewidth=0,
+            color=_colour(0),
+        )
+    if batch > 1:
+        for t in range(batch):
+            ax.add_patch(
+                Rectangle(
+                    (t * m - 0.5, t * n - 0.5),
+                    m,
+                    n,
+                    fill=False,
+                    linestyle="--",
+                    linewidth=0.8,
+                    edgecolor="0.5",
+                )
+            )
+    ax.set_xlim(-0.5, M - 0.5)
+    ax.set_ylim(N - 0.5, -0.5)
+    ax.set_aspect("equal" if max(N, M) <= 20 * min(N, M) else "auto")
+    ax.set_xlabel("column j")
+    ax.set_ylabel("row i")
+    stats = _stats(nnz, batch, (n, m)) + binned
+    if batch > 1:
+        stats = f"{batch} blocks of {n} x {m}: {stats}"
+    ax.set_title(stats if title is None else f"{title}\n{stats}")
+    return ax if fig is None else fig
+
+
+def draw_block_diagonal(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -> Figure | Axes:
+    """Draw the batching trick: ``diag(A_1, ..., A_b) @ vstack(B_t) = vstack(A_t B_t)``.
+
+    A batch of ``b`` matrices ``A_t`` (``n x m``) multiplies a batch ``B_t`` (``m x p``) as
+    one ``(b n) x (b m)`` block-diagonal sparse matrix times the ``(b m) x p`` stack of the
+    ``B_t``: block row ``t`` of the product only meets block ``t`` of the stack. Each item's
+    entries get their own colour, and the stacked ``B`` and ``C`` are drawn to the right.
+
+    Parameters
+    ----------
+    As : Tensor or sequence of Tensor
+        A batched ``(b, n, m)`` tensor (sparse or dense), or ``b`` matrices of one shape.
+    ax : Axes, optional
+
+    Returns
+    -------
+    Figure or Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> fig = draw_block_diagonal([torch.eye(3), torch.ones(3, 3)])
+    >>> len(fig.axes[0].lines), len(fig.axes[0].patches)
+    (2, 6)
+    >>> plt.close(fig)
+    """
+    if isinstance(As, Tensor):
+        if As.dim() != 3:
+            raise InputValueError(
+                f"draw_block_diagonal: As must be 3-D (b, n, m), got shape {tuple(As.shape)}"
+            )
+        batched = As
+    elif isinstance(As, Sequence) and len(As) > 0 and all(isinstance(a, Tensor) for a in As):
+        shapes = {tuple(a.shape) for a in As}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise InputValueError(
+                f"draw_block_diagonal: the matrices must be 2-D and of one shape, got {shapes}"
+            )
+        # Stacked as COO, not dense: an explicitly stored zero is still an entry to draw.
+        batched = torch.stack([_as_coo(a.detach()) for a in As])
+    else:
+        raise InputTypeError(
+            "draw_block_diagonal: As must be a (b, n, m) tensor or a non-empty sequence of "
+            f"2-D tensors, got {type(As).__name__}"
+        )
+    pattern, _ = _entries("draw_block_diagonal", batched)
+    row, col, batch, (n, m) = _coordinates(pattern)
+    fig, ax = _canvas(ax, (7.0, 5.0))
+    N, M = batch * n, batch * m
+    gap, width = max(1.0, 0.08 * M), max(1.0, 0.15 * M)
+    b_left = M - 0.5 + gap
+    c_left = b_left + width + gap
+    item = row // n
+    size = min(6.0, max(0.5, 300.0 / max(N, M)))
+    for t in range(batch):
+        colour, mine = _colour(t), item == t
+        ax.plot(
+            col[mine].numpy(),
+            row[mine].numpy(),
+            linestyle="none",
+            marker="s",
+            markersize=size,
+            markeredgewidth=0,
+            color=colour,
+        )
+        ax.add_patch(Rectangle((t * m - 0.5, t * n - 0.5), m, n, fill=False, edgecolor=colour))
+        # Top-right corner of the block: off the diagonal, where entries are rarest.
+        _label(
+            ax,
+            t * m + m - 0.7,
+            t * n - 0.3,
+            f"$A_{{{t + 1}}}$",
+            ha="right",
+            va="top",
+            bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0},
+        )
+        ax.add_patch(Rectangle((b_left, t * m - 0.5), width, m, color=colour, alpha=0.3))
+        _label(ax, b_left + width / 2, t * m + m / 2 - 0.5, f"$B_{{{t + 1}}}$")
+        ax.add_patch(Rectangle((c_left, t * n - 0.5), width, n, color=colour, alpha=0.3))
+        _label(ax, c_left + width / 2, t * n + n / 2 - 0.5, f"$A_{{{t + 1}}} B_{{{t + 1}}}$")
+    ax.text(b_left - gap / 2, N / 2, "@", ha="center", va="center", fontsize=14)
+    ax.text(c_left - gap / 2, N / 2, "=", ha="center", va="center", fontsize=14)
+    ax.set_xlim(-0.5, c_left + width + 0.5)
+    ax.set_ylim(max(N, M) - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks([tick for tick in ax.get_xticks() if 0 <= tick <= M - 1])
+    ax.set_xlabel(f"column j of the {N} x {M} block-diagonal matrix")
+    ax.set_ylabel("row i")
+    stats = _stats(int(row.numel()), batch, (n, m))
+    ax.set_title(f"{batch} items as one {N} x {M} product, no loop over the batch\n{stats}")
+    return ax if fig is None else fig
+
+
+# --------------------------------------------------------------------------- storage diagram
+
+_STORAGE_COLOURS = {"row": "#c6dbef", "col": "#fdd0a2", "values": "#c7e9c0", "crow": "#dadaeb"}
+_MAX_STORAGE_ENTRIES = 30
+
+
+def _format_value(v: complex | float) -> str:
+    if isinstance(v, complex):
+        return f"{v.real:.2g}{v.imag:+.2g}j"
+    return f"{v:.3g}"
+
+
+def draw_storage(A: Tensor, ax: Axes | None = None) -> Figure | Axes:
+    """Draw a small matrix and the arrays its COO and CSR forms store, with their bytes.
+
+    COO keeps three arrays of length nnz (``row``, ``col``, ``values``); CSR replaces
+    ``row`` by ``crow`` of length :math:`n + 1`, where row ``i`` owns the entries
+    ``crow[i]`` to ``crow[i+1] - 1``. Indices are int64 (8 bytes), as torch builds them.
+    The title compares the totals with the dense array (see
+    :func:`sparsegrad_lab.patterns.storage_bytes`).
+
+    Parameters
+    ----------
+    A : Tensor
+        2-D, sparse COO or CSR (or dense), at most 30 rows, 30 columns and 30 entries.
+    ax : Axes, optional
+
+    Returns
+    -------
+    Figure or Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> fig = draw_storage(torch.tensor([[0.0, 2.0], [3.0, 0.0]]).to_sparse())
+    >>> fig.axes[0].get_title()
+    'COO 40 B · CSR 48 B · dense 16 B'
+    >>> plt.close(fig)
+    """
+    pattern, values = _entries("draw_storage", A)
+    row, col, batch, (n, m) = _coordinates(pattern)
+    if batch != 1 or max(n, m, row.numel()) > _MAX_STORAGE_ENTRIES:
+        raise InputValueError(
+            f"draw_storage: A must be 2-D with at most {_MAX_STORAGE_ENTRIES} rows, columns "
+            f"and stored entries, got shape {tuple(A.shape)} with {row.numel()} entries"
+        )
+    crow = pattern.crow.long()
+    value_bytes = A.element_size()
+    arrays = [
+        ("COO", "row", row.tolist(), 8),
+        ("COO", "col", col.tolist(), 8),
+        ("COO", "values", values.tolist(), value_bytes),
+        ("CSR", "crow", crow.tolist(), 8),
+        ("CSR", "col", col.tolist(), 8),
+        ("CSR", "values", values.tolist(), value_bytes),
+    ]
+    width = max(m, n + 1, row.numel(), 1)
+    height = n + 1 + len(arrays) + 2  # matrix, a blank line, arrays with a header gap
+    fig, ax = _canvas(ax, (min(14.0, 2.8 + 0.45 * width), min(10.0, 0.8 + 0.45 * height)))
+
+    dense = A.detach().to_dense()
+    stored = set(zip(row.tolist(), col.tolist(), strict=True))
+    for i in range(n):
+        for j in range(m):
+            on = (i, j) in stored
+            ax.add_patch(
+                Rectangle(
+                    (j, i),
+                    0.95,
+                    0.95,
+                    facecolor="#fee391" if on else "white",
+                    edgecolor="0.4",
+                    linewidth=0.8,
+                )
+            )
+            text = _format_value(dense[i, j].item()) if on else "0"
+            ax.text(
+                j + 0.475,
+                i + 0.5,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if on else "0.6",
+            )
+    ax.text(-0.3, n / 2, f"A ({n} x {m})", ha="right", va="center", fontsize=9)
+
+    y = n + 1.0
+    previous = None
+    for form, name, entries, item_bytes in arrays:
+        if form != previous:
+            y += 0.3
+            previous = form
+        for k, entry in enumerate(entries):
+            ax.add_patch(
+                Rectangle(
+                    (k, y),
+                    0.95,
+                    0.95,
+                    facecolor=_STORAGE_COLOURS[name],
+                    edgecolor="0.4",
+                    linewidth=0.8,
+                )
+            )
+            ax.text(k + 0.475, y + 0.5, _format_value(entry), ha="center", va="center", fontsize=8)
+        ax.text(-0.3, y + 0.5, f"{form} {name}", ha="right", va="center", fontsize=9)
+        ax.text(
+            width + 0.3,
+            y + 0.5,
+            f"{len(entries)} x {item_bytes} B = {len(entries) * item_bytes} B",
+            ha="left",
+            va="center",
+            fontsize=8,
+        )
+        y += 1.0
+
+    ax.set_xlim(-3.5, width + 4.0)
+    ax.set_ylim(y + 0.2, -0.2)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    totals = storage_bytes(A)
+    ax.set_title(f"COO {totals['coo']} B · CSR {totals['csr']} B · dense {totals['dense']} B")
+    return ax if fig is None else fig
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def _floats(func: str, name: str, values: Any, length: int | None) -> list[float]:
+    """``values`` as floats (``None`` -> NaN, a gap), checked to have ``length`` of them."""
+    if isinstance(values, str) or not isinstance(values, Sequence | Tensor):
+        raise InputTypeError(
+            f"{func}: {name} must be a sequence of numbers, got {type(values).__name__}"
+        )
+    out = [math.nan if v is None else float(v) for v in values]
+    if length is not None and len(out) != length:
+        raise InputValueError(f"{func}: {name} has {len(out)} values, but x has {length}")
+    return out
+
+
+def _curves(
+    func: str,
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float | None]],
+    model: Mapping[str, Sequence[float | None]] | None,
+    *,
+    xlabel: str,
+    ylabel: str,
+    ax: Axes | None,
+    logx: bool,
+    logy: bool,
+    title: str | None,
+    errors: Mapping[str, Sequence[float]] | None = None,
+) -> Figure | Axes:
+    xs = _floats(func, "x", x, None)
+    if not isinstance(series, Mapping) or not series:
+        raise InputTypeError(f"{func}: series must be a non-empty dict name -> values")
+    # Everything is checked before a figure exists, so a refused call leaves none open.
+    given = {"series": series, "model": model or {}, "errors": errors or {}}
+    if unknown := set(given["errors"]) - set(series):
+        raise InputValueError(f"{func}: errors name series {sorted(unknown)} that are not drawn")
+    ys = {
+        (kind, name): _floats(func, f"{kind}[{name!r}]", values, len(xs))
+        for kind, curves in given.items()
+        for name, values in curves.items()
+    }
+    fig, ax = _canvas(ax, (6.0, 4.0))
+    names = list(series) + [name for name in given["model"] if name not in series]
+    for k, name in enumerate(names):
+        colour = _colour(k)
+        if ("series", name) in ys:
+            measured = ys["series", name]
+            ax.plot(
+                xs, measured, linestyle="none", marker="o", color=colour, label=f"{name} (measured)"
+            )
+            if ("errors", name) in ys:
+                ax.errorbar(xs, measured, yerr=ys["errors", name], fmt="none", ecolor=colour)
+        if ("model", name) in ys:
+            ax.plot(xs, ys["model", name], linestyle="-", color=colour, label=f"{name} (model)")
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax if fig is None else fig
+
+
+def plot_memory_curves(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float | None]],
+    model: Mapping[str, Sequence[float | None]] | None = None,
+    *,
+    xlabel: str,
+    ylabel: str = "peak extra memory (MiB)",
+    ax: Axes | None = None,
+    logx: bool = True,
+    logy: bool = True,
+    title: str | None = None,
+) -> Figure | Axes:
+    """Measured peak memory as markers, the analytic model as lines of the same colour.
+
+    Parameters
+    ----------
+    x : sequence of float
+        The swept quantity (n, density, p, ...), named with its unit by ``xlabel``.
+    series : dict of str to sequence of float
+        Measurements per strategy, one per ``x``; ``None`` or NaN for a case not run
+        (refused by the memory guard), which leaves a gap.
+    model : dict of str to sequence of float, optional
+        The analytic prediction at the same ``x``; a key shared with ``series`` shares its
+        colour.
+    xlabel, ylabel : str
+        Axis labels, with units.
+    ax : Axes, optional
+    logx, logy : bool, default True
+        Log axes; a zero or negative value cannot appear on a log axis and is left out.
+    title : str, optional
+
+    Returns
+    -------
+    Figure or Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> fig = plot_memory_curves([1e3, 1e4], {"dense": [4.0, 390.0]}, {"dense": [3.8, 381.5]},
+    ...                          xlabel="n (rows of A)")
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['dense (measured)', 'dense (model)']
+    >>> plt.close(fig)
+    """
+    return _curves(
+        "plot_memory_curves",
+        x,
+        series,
+        model,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        ax=ax,
+        logx=logx,
+        logy=logy,
+        title=title,
+    )
+
+
+def plot_timings(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float | None]],
+    model: Mapping[str, Sequence[float | None]] | None = None,
+    *,
+    xlabel: str,
+    ylabel: str = "time per step (ms)",
+    errors: Mapping[str, Sequence[float]] | None = None,
+    ax: Axes | None = None,
+    logx: bool = True,
+    logy: bool = True,
+    title: str | None = None,
+) -> Figure | Axes:
+    """Measured times as markers (with optional error bars), a model as lines.
+
+    As :func:`plot_memory_curves`; ``errors`` maps a series name to a symmetric spread per
+    point (for example half the inter-quartile range), drawn as vertical bars.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> fig = plot_timings([10, 100], {"sddmm": [0.2, 1.9]}, xlabel="p (columns of B)",
+    ...                    errors={"sddmm": [0.01, 0.1]})
+    >>> fig.axes[0].get_ylabel(), len(fig.axes[0].containers)
+    ('time per step (ms)', 1)
+    >>> plt.close(fig)
+    """
+    return _curves(
+        "plot_timings",
+        x,
+        series,
+        model,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        ax=ax,
+        logx=logx,
+        logy=logy,
+        title=title,
+        errors=errors,
+    )
+
+
+# --------------------------------------------------------------------------- one gradient entry
+
+
+def plot_gradient_entry(
+    G: Tensor, B: Tensor, i: int, j: int, ax: Axes | None = None
+) -> Figure | Axes:
+    """Show the two rows whose dot product is :math:`\\partial L / \\partial A_{ij}`.
+
+    For :math:`C = A B` with upstream gradient :math:`G = \\partial L / \\partial C`
+    (``n x p``) and ``B`` (``m x p``),
+
+    .. math::
+
+        \\frac{\\partial L}{\\partial A_{ij}} = \\sum_{l} G_{il} \\, \\overline{B_{jl}}
+        = G_{i,:} \\cdot \\overline{B_{j,:}},
+
+    one row of ``G`` against one row of ``B``: ``p`` multiplications per stored entry,
+    never the ``n x m`` product. ``G`` and ``B`` are drawn side by side (real parts for
+    complex input) with row ``i`` and row ``j`` framed; the title gives the value.
+
+    Parameters
+    ----------
+    G : Tensor
+        Dense ``(n, p)``.
+    B : Tensor
+        Dense ``(m, p)``.
+    i, j : int
+        The entry of ``A``: ``0 <= i < n``, ``0 <= j < m``.
+    ax : Axes, optional
+
+    Returns
+    -------
+    Figure or Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> fig = plot_gradient_entry(torch.ones(3, 2), torch.arange(8.0).reshape(4, 2), 0, 3)
+    >>> fig.axes[0].get_title()
+    '$\\\\partial L / \\\\partial A_{0,3}$ = G[0, :] · B[3, :] = 13'
+    >>> plt.close(fig)
+    """
+    func = "plot_gradient_entry"
+    for name, T in (("G", G), ("B", B)):
+        if not isinstance(T, Tensor) or T.layout != torch.strided or T.dim() != 2:
+            raise InputTypeError(f"{func}: {name} must be a dense 2-D tensor, got {T!r:.60}")
+    if G.shape[1] != B.shape[1]:
+        raise InputValueError(
+            f"{func}: G {tuple(G.shape)} and B {tuple(B.shape)} must have the same number of "
+            "columns p"
+        )
+    (n, p), m = G.shape, B.shape[0]
+    for name, index, bound in (("i", i, n), ("j", j, m)):
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise InputTypeError(f"{func}: {name} must be an int, got {type(index).__name__}")
+        if not 0 <= index < bound:
+            raise InputValueError(f"{func}: {name} must lie in [0, {bound}), got {index}")
+    G64 = G.detach().to(torch.complex128 if G.is_complex() or B.is_complex() else torch.float64)
+    B64 = B.detach().to(G64.dtype)
+    value = (G64[i] * B64[j].conj()).sum().item()
+    row_j = f"conj(B[{j}, :])" if G64.is_complex() else f"B[{j}, :]"
+
+    fig, ax = _canvas(ax, (6.0, 4.0))
+    gap = max(1.0, 0.3 * p)
+    shown_G, shown_B = G64.real.cpu().numpy(), B64.real.cpu().numpy()
+    bound_ = max(float(abs(shown_G).max(initial=0.0)), float(abs(shown_B).max(initial=0.0)), 1e-12)
+    style: dict[str, Any] = {
+        "cmap": "RdBu_r",
+        "vmin": -bound_,
+        "vmax": bound_,
+        "interpolation": "nearest",
+    }
+    ax.imshow(shown_G, extent=(-0.5, p - 0.5, n - 0.5, -0.5), **style)
+    ax.imshow(shown_B, extent=(p - 0.5 + gap, 2 * p - 0.5 + gap, m - 0.5, -0.5), **style)
+    ax.add_patch(Rectangle((-0.5, i - 0.5), p, 1, fill=False, edgecolor="black", linewidth=2.5))
+    ax.add_patch(
+        Rectangle((p - 0.5 + gap, j - 0.5), p, 1, fill=False, edgecolor="black", linewidth=2.5)
+    )
+    ax.set_xlim(-0.5, 2 * p - 0.5 + gap)
+    ax.set_ylim(max(n, m) - 0.5, -0.5)
+    # The matrices are named under their columns, where tick labels would otherwise be.
+    ax.set_xticks(
+        [p / 2 - 0.5, p * 1.5 - 0.5 + gap],
+        [f"G ({n} x {p}), row i = {i}", f"B ({m} x {p}), row j = {j}"],
+    )
+    ax.set_xlabel(f"l = 0 … {p - 1} across each matrix (the summed index)")
+    ax.set_ylabel("row of G (left) / row of B (right)")
+    ax.set_title(f"$\\partial L / \\partial A_{{{i},{j}}}$ = G[{i}, :] · {row_j} = {value:.4g}")
+    return ax if fig is None else fig

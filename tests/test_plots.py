@@ -1,0 +1,425 @@
+"""Tests of the plotting helpers: what is drawn, where, labelled how, and nothing left open."""
+
+import math
+import re
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display on a test machine
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
+
+from sparsegrad_lab.errors import InputTypeError, InputValueError
+from sparsegrad_lab.patterns import banded, storage_bytes, uniform_random
+from sparsegrad_lab.plots import (
+    draw_block_diagonal,
+    draw_storage,
+    plot_gradient_entry,
+    plot_memory_curves,
+    plot_timings,
+    spy,
+)
+
+pytestmark = pytest.mark.filterwarnings("error")  # a missing glyph or a bad kwarg warns
+
+
+@pytest.fixture(autouse=True)
+def _no_figure_leaks():
+    before = set(plt.get_fignums())
+    yield
+    opened = set(plt.get_fignums()) - before
+    plt.close("all")
+    assert not opened, f"figures left open: {sorted(opened)}"
+
+
+@pytest.fixture
+def own_axes():
+    """An Axes the test made; closed afterwards, so the leak check sees only the function."""
+    fig, ax = plt.subplots()
+    yield ax
+    plt.close(fig)
+
+
+def drawn(fig_or_ax):
+    """The Axes a function drew into, closing its figure if it made one."""
+    if isinstance(fig_or_ax, Figure):
+        assert len(fig_or_ax.axes) == 1
+        plt.close(fig_or_ax)
+        return fig_or_ax.axes[0]
+    return fig_or_ax
+
+
+def marker_points(ax):
+    """Every (row, col) drawn as a marker, from all Line2D with no connecting line."""
+    points = []
+    for line in ax.lines:
+        if line.get_linestyle() == "None":
+            points += zip(line.get_ydata().tolist(), line.get_xdata().tolist(), strict=True)
+    return points
+
+
+def rectangles(ax):
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+# --------------------------------------------------------------------------- spy
+
+
+SMALL = torch.tensor([[0.0, 1.5, 0.0, 0.0], [2.0, 0.0, 0.0, -1.0], [0.0, 0.0, 3.0, 0.0]])
+
+
+def to_csr(A):
+    with warnings.catch_warnings():  # torch's one-time beta notice is not ours to test
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return A.to_sparse_csr()
+
+
+@pytest.mark.parametrize("make", [lambda: SMALL.to_sparse(), lambda: to_csr(SMALL), lambda: SMALL])
+def test_spy_draws_one_marker_per_stored_entry(make):
+    ax = drawn(spy(make()))
+    assert sorted(marker_points(ax)) == [(0, 1), (1, 0), (1, 3), (2, 2)]
+    assert len(ax.lines) == 1
+    assert ax.get_xlabel() == "column j"
+    assert ax.get_ylabel() == "row i"
+    assert ax.get_title() == "nnz = 4, density = 0.333"
+    assert ax.get_ylim() == (2.5, -0.5)  # row 0 at the top, as in the matrix
+
+
+def test_spy_title_line_and_explicit_markersize():
+    ax = drawn(spy(SMALL.to_sparse(), title="my matrix", markersize=7.5))
+    assert ax.get_title() == "my matrix\nnnz = 4, density = 0.333"
+    assert ax.lines[0].get_markersize() == 7.5
+
+
+def test_spy_counts_explicit_zeros_it_stores():
+    A = torch.sparse_coo_tensor(torch.tensor([[0, 1], [1, 0]]), torch.tensor([0.0, 5.0]), (2, 2))
+    assert len(marker_points(drawn(spy(A)))) == 2
+
+
+def test_spy_of_a_batch_draws_the_block_diagonal_matrix():
+    items = [banded(6, bandwidth=1, seed=t) for t in range(3)]
+    A = torch.stack(items)  # (3, 6, 6) COO
+    ax = drawn(spy(A))
+    expected = sorted(
+        (t * 6 + i, t * 6 + j) for t, item in enumerate(items) for i, j in item.indices().T.tolist()
+    )
+    assert sorted(marker_points(ax)) == expected
+    outlines = rectangles(ax)
+    assert len(outlines) == 3
+    assert [r.get_xy() for r in outlines] == [(-0.5, -0.5), (5.5, 5.5), (11.5, 11.5)]
+    assert ax.get_title().startswith("3 blocks of 6 x 6: nnz = 48,")
+    assert ax.get_xlim() == (-0.5, 17.5)
+
+
+def test_spy_of_a_batched_csr():
+    A = to_csr(torch.stack([torch.eye(3), torch.eye(3).flip(1)]))  # torch: equal nnz per item
+    assert sorted(marker_points(drawn(spy(A)))) == [(0, 0), (1, 1), (2, 2), (3, 5), (4, 4), (5, 3)]
+
+
+def test_spy_bins_a_large_matrix_into_an_image():
+    A = uniform_random(500, 300, nnz=2000, seed=0)
+    ax = drawn(spy(A, max_markers=1000))
+    assert len(ax.lines) == 0
+    (image,) = ax.images
+    grid = image.get_array()
+    assert grid.shape == (400, 300)
+    # Each bin shows the fraction of its positions stored: they add back up to nnz.
+    assert float(grid.sum()) * (500 / 400) * (300 / 300) == pytest.approx(2000)
+    assert "binned 400 x 300" in ax.get_title()
+
+
+def test_spy_into_a_given_axes_returns_it(own_axes):
+    assert spy(SMALL.to_sparse(), ax=own_axes) is own_axes
+    assert len(own_axes.lines) == 1
+
+
+@pytest.mark.parametrize(
+    ("A", "error", "words"),
+    [
+        ([[1.0]], InputTypeError, "spy: A must be a torch.Tensor, got list"),
+        (torch.ones(3), InputValueError, r"2-D \(n, m\) or batched 3-D"),
+    ],
+)
+def test_spy_errors(A, error, words):
+    with pytest.raises(error, match=words):
+        spy(A)
+
+
+def test_spy_rejects_a_foreign_axes_argument():
+    with pytest.raises(InputTypeError, match="ax must be a matplotlib Axes"):
+        spy(SMALL.to_sparse(), ax="left")
+
+
+@pytest.mark.parametrize("make", [lambda: SMALL, lambda: SMALL.to_sparse(), lambda: to_csr(SMALL)])
+def test_drawing_is_silent_without_torch_invariant_checks(make):
+    # Notebooks run without the checks the test suite turns on; nbval compares stderr.
+    A = make()
+    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fig in (spy(A), draw_storage(A), draw_block_diagonal([A, A])):
+            plt.close(fig)
+
+
+# --------------------------------------------------------------------------- draw_storage
+
+
+def box_texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def array_row(ax, label):
+    """The boxed entries and the byte count drawn on the same line as ``label``."""
+    (anchor,) = [t for t in ax.texts if t.get_text() == label]
+    y = anchor.get_position()[1]
+    same_line = sorted(
+        (t.get_position()[0], t.get_text()) for t in ax.texts if t.get_position()[1] == y
+    )
+    *entries, size = [text for x, text in same_line if x >= 0]
+    return entries, size
+
+
+def test_draw_storage_draws_every_array_with_its_bytes():
+    A = SMALL.to_sparse()  # 3 x 4, nnz 4, float32
+    ax = drawn(draw_storage(A))
+    n, m, nnz = 3, 4, 4
+    # matrix cells + COO row/col/values + CSR crow/col/values
+    assert len(rectangles(ax)) == n * m + 3 * nnz + (n + 1) + 2 * nnz
+    # [[0, 1.5, 0, 0], [2, 0, 0, -1], [0, 0, 3, 0]]: entries (0,1) (1,0) (1,3) (2,2).
+    assert array_row(ax, "COO row") == (["0", "1", "1", "2"], "4 x 8 B = 32 B")
+    assert array_row(ax, "COO col") == (["1", "0", "3", "2"], "4 x 8 B = 32 B")
+    assert array_row(ax, "COO values") == (["1.5", "2", "-1", "3"], "4 x 4 B = 16 B")
+    assert array_row(ax, "CSR crow") == (["0", "1", "3", "4"], "4 x 8 B = 32 B")
+    assert array_row(ax, "CSR col") == (["1", "0", "3", "2"], "4 x 8 B = 32 B")
+    assert array_row(ax, "CSR values") == (["1.5", "2", "-1", "3"], "4 x 4 B = 16 B")
+    assert "A (3 x 4)" in box_texts(ax)
+    totals = storage_bytes(A)
+    assert ax.get_title() == (
+        f"COO {totals['coo']} B · CSR {totals['csr']} B · dense {totals['dense']} B"
+    )
+
+
+def test_draw_storage_of_csr_and_float64_counts_8_byte_values():
+    ax = drawn(draw_storage(to_csr(torch.eye(3, dtype=torch.float64))))
+    assert array_row(ax, "CSR values") == (["1", "1", "1"], "3 x 8 B = 24 B")
+    assert array_row(ax, "CSR crow") == (["0", "1", "2", "3"], "4 x 8 B = 32 B")
+    # The matrix: stored cells show their value, the others a grey 0.
+    cells = box_texts(ax)[:9]
+    assert cells == ["1", "0", "0", "0", "1", "0", "0", "0", "1"]
+
+
+def test_draw_storage_into_a_given_axes(own_axes):
+    assert draw_storage(torch.eye(2).to_sparse(), ax=own_axes) is own_axes
+
+
+@pytest.mark.parametrize(
+    "A",
+    [
+        torch.eye(31).to_sparse(),
+        uniform_random(10, 10, nnz=31),
+        torch.stack([torch.eye(2)] * 2).to_sparse(),
+    ],
+)
+def test_draw_storage_refuses_what_would_not_be_readable(A):
+    with pytest.raises(InputValueError, match="draw_storage: A must be 2-D with at most 30"):
+        draw_storage(A)
+
+
+# --------------------------------------------------------------------------- draw_block_diagonal
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_draw_block_diagonal_colours_each_item(as_tensor):
+    items = [torch.eye(3), torch.ones(3, 3), torch.tensor([[0, 0, 1.0], [0, 0, 0], [0, 0, 0]])]
+    As = torch.stack(items).to_sparse() if as_tensor else items
+    ax = drawn(draw_block_diagonal(As))
+    assert len(ax.lines) == 3  # one marker set per item
+    for t, (line, item) in enumerate(zip(ax.lines, items, strict=True)):
+        rows, cols = item.nonzero().T.tolist()
+        expected = sorted(zip([3 * t + r for r in rows], [3 * t + c for c in cols], strict=True))
+        got = sorted(zip(line.get_ydata().tolist(), line.get_xdata().tolist(), strict=True))
+        assert got == expected
+        assert to_rgba(line.get_color()) == to_rgba(f"C{t}")
+    assert len(rectangles(ax)) == 3 * 3  # outline, B block, C block per item
+    texts = box_texts(ax)
+    assert {"$A_{1}$", "$B_{3}$", "$A_{2} B_{2}$", "@", "="} <= set(texts)
+    assert ax.get_xlabel() == "column j of the 9 x 9 block-diagonal matrix"
+    assert ax.get_ylabel() == "row i"
+
+
+def test_draw_block_diagonal_keeps_explicit_zeros_and_mixed_layouts():
+    stored_zero = torch.sparse_coo_tensor(
+        torch.tensor([[0, 1], [1, 0]]), torch.tensor([0.0, 5.0]), (2, 2)
+    )
+    ax = drawn(draw_block_diagonal([stored_zero, to_csr(torch.eye(2)), torch.ones(2, 2)]))
+    assert [len(line.get_xdata()) for line in ax.lines] == [2, 2, 4]
+
+
+def test_draw_block_diagonal_into_a_given_axes(own_axes):
+    assert draw_block_diagonal([torch.eye(2)] * 2, ax=own_axes) is own_axes
+
+
+@pytest.mark.parametrize(
+    ("As", "error", "words"),
+    [
+        ([], InputTypeError, "non-empty sequence"),
+        ("abc", InputTypeError, "non-empty sequence"),
+        ([torch.eye(2), torch.eye(3)], InputValueError, "2-D and of one shape"),
+        (torch.eye(3), InputValueError, r"must be 3-D \(b, n, m\)"),
+    ],
+)
+def test_draw_block_diagonal_errors(As, error, words):
+    with pytest.raises(error, match=words):
+        draw_block_diagonal(As)
+
+
+# --------------------------------------------------------------------------- curves
+
+
+X = [1e3, 1e4, 1e5]
+SERIES = {"dense": [4.0, 380.0, None], "sddmm": [0.5, 1.0, 2.0]}
+MODEL = {"dense": [3.8, 381.0, 38147.0], "gather": [1.0, 10.0, 100.0]}
+
+
+def test_memory_curves_markers_for_measurements_lines_for_the_model():
+    ax = drawn(plot_memory_curves(X, SERIES, MODEL, xlabel="n (rows of A)"))
+    by_label = {line.get_label(): line for line in ax.lines}
+    assert set(by_label) == {
+        "dense (measured)",
+        "sddmm (measured)",
+        "dense (model)",
+        "gather (model)",
+    }
+    for name in ("dense (measured)", "sddmm (measured)"):
+        assert by_label[name].get_linestyle() == "None"
+        assert by_label[name].get_marker() == "o"
+    for name in ("dense (model)", "gather (model)"):
+        assert by_label[name].get_linestyle() == "-"
+    # A model shares the colour of the measurement it predicts.
+    assert by_label["dense (model)"].get_color() == by_label["dense (measured)"].get_color()
+    assert by_label["gather (model)"].get_color() != by_label["sddmm (measured)"].get_color()
+    measured = by_label["dense (measured)"].get_ydata()
+    assert measured[:2].tolist() == [4.0, 380.0] and math.isnan(measured[2])  # None: a gap
+    assert ax.get_xlabel() == "n (rows of A)"
+    assert ax.get_ylabel() == "peak extra memory (MiB)"
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(legend) == sorted(by_label)
+
+
+def test_memory_curves_without_model_linear_axes_and_title(own_axes):
+    result = plot_memory_curves(
+        [0.1, 0.2],
+        {"gather": [1, 2]},
+        xlabel="density",
+        ax=own_axes,
+        logx=False,
+        logy=False,
+        title="sweep",
+    )
+    assert result is own_axes
+    assert len(own_axes.lines) == 1
+    assert own_axes.get_xscale() == own_axes.get_yscale() == "linear"
+    assert own_axes.get_title() == "sweep"
+
+
+@pytest.mark.parametrize(
+    ("x", "series", "model", "error", "words"),
+    [
+        (X, {"dense": [1.0, 2.0]}, None, InputValueError, r"series\['dense'\] has 2 values"),
+        (X, SERIES, {"dense": [1.0]}, InputValueError, r"model\['dense'\] has 1 values"),
+        (X, {}, None, InputTypeError, "series must be a non-empty dict"),
+        ("abc", SERIES, None, InputTypeError, "x must be a sequence of numbers"),
+        (X, {"dense": 3.0}, None, InputTypeError, "must be a sequence of numbers"),
+    ],
+)
+def test_memory_curves_errors(x, series, model, error, words):
+    with pytest.raises(error, match=words):
+        plot_memory_curves(x, series, model, xlabel="n")
+
+
+def test_timings_defaults_and_error_bars():
+    ax = drawn(
+        plot_timings(
+            [10, 100, 1000],
+            {"sddmm": [0.2, 1.9, 20.0], "dense": [0.1, 5.0, 400.0]},
+            {"sddmm": [0.2, 2.0, 20.0]},
+            xlabel="p (columns of B)",
+            errors={"sddmm": [0.01, 0.1, 1.0]},
+        )
+    )
+    assert ax.get_ylabel() == "time per step (ms)"
+    assert ax.get_xlabel() == "p (columns of B)"
+    assert len(ax.containers) == 1  # error bars for sddmm only
+    (bars,) = ax.containers[0].lines[2]
+    heights = [seg[1, 1] - seg[0, 1] for seg in bars.get_segments()]
+    assert heights == pytest.approx([0.02, 0.2, 2.0])
+    labels = sorted(line.get_label() for line in ax.lines if not line.get_label().startswith("_"))
+    assert labels == ["dense (measured)", "sddmm (measured)", "sddmm (model)"]
+
+
+def test_timings_errors_must_name_a_series():
+    with pytest.raises(InputValueError, match=r"errors name series \['gather'\]"):
+        plot_timings([1], {"sddmm": [1.0]}, xlabel="n", errors={"gather": [0.1]})
+
+
+# --------------------------------------------------------------------------- gradient entry
+
+
+def title_value(ax) -> complex:
+    return complex(ax.get_title().rsplit("= ", 1)[1].replace("(", "").replace(")", ""))
+
+
+@pytest.mark.parametrize(("i", "j"), [(0, 0), (2, 5), (5, 7)])
+def test_gradient_entry_value_is_dL_dA_ij_from_dense_autograd(i, j):
+    gen = torch.Generator().manual_seed(0)
+    G, B = torch.randn(6, 4, generator=gen), torch.randn(8, 4, generator=gen)
+    # Reference: L = <G, A B> in float64, differentiated by autograd with respect to dense A.
+    A = torch.zeros(6, 8, dtype=torch.float64, requires_grad=True)
+    (G.double() * (A @ B.double())).sum().backward()
+    ax = drawn(plot_gradient_entry(G, B, i, j))
+    assert title_value(ax).real == pytest.approx(A.grad[i, j].item(), rel=1e-3, abs=1e-4)
+    assert f"G[{i}, :] · B[{j}, :]" in ax.get_title()
+    frames = rectangles(ax)
+    assert len(frames) == 2
+    assert [f.get_y() for f in frames] == [i - 0.5, j - 0.5]  # row i of G, row j of B
+    assert frames[1].get_x() > frames[0].get_x() + 4  # B is drawn right of G
+    images = [im for im in ax.images if isinstance(im, AxesImage)]
+    assert [im.get_array().shape for im in images] == [(6, 4), (8, 4)]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == [f"G (6 x 4), row i = {i}", f"B (8 x 4), row j = {j}"]
+
+
+def test_gradient_entry_complex_uses_the_conjugate():
+    G = torch.tensor([[1 + 1j, 2.0 + 0j]], dtype=torch.complex64)
+    B = torch.tensor([[1j, 1.0 + 0j]], dtype=torch.complex64)
+    ax = drawn(plot_gradient_entry(G, B, 0, 0))
+    # (1+i) * conj(i) + 2 * 1 = (1+i)(-i) + 2 = 3 - i
+    assert title_value(ax) == pytest.approx(3 - 1j)
+    assert "conj(B[0, :])" in ax.get_title()
+
+
+def test_gradient_entry_into_a_given_axes(own_axes):
+    assert plot_gradient_entry(torch.ones(2, 2), torch.ones(3, 2), 1, 2, ax=own_axes) is own_axes
+
+
+@pytest.mark.parametrize(
+    ("G", "B", "i", "j", "error", "words"),
+    [
+        (torch.ones(3, 2), torch.ones(4, 3), 0, 0, InputValueError, "same number of columns"),
+        (torch.ones(3, 2), torch.ones(4, 2), 3, 0, InputValueError, r"i must lie in \[0, 3\)"),
+        (torch.ones(3, 2), torch.ones(4, 2), 0, -1, InputValueError, r"j must lie in \[0, 4\)"),
+        (torch.ones(3, 2), torch.ones(4, 2), 0.0, 0, InputTypeError, "i must be an int"),
+        (torch.ones(3), torch.ones(4, 2), 0, 0, InputTypeError, "G must be a dense 2-D"),
+        (torch.ones(3, 2), torch.eye(2).to_sparse(), 0, 0, InputTypeError, "B must be a dense"),
+    ],
+)
+def test_gradient_entry_errors(G, B, i, j, error, words):
+    with pytest.raises(error, match=re.compile(words)):
+        plot_gradient_entry(G, B, i, j)
