@@ -9,6 +9,7 @@ widget helpers import matplotlib and ipywidgets only when their modules are impo
 torch.Size([3, 4])
 """
 
+from .batching import sparse_block_diag, sparse_block_diag_split, stack_csr
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, SparseGradLabError
 from .ops import SampledProduct, SparseMatMul, sparse_mm
 from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
@@ -25,5 +26,8 @@ __all__ = [
     "SparseGradLabError",
     "SparseMatMul",
     "__version__",
+    "sparse_block_diag",
+    "sparse_block_diag_split",
     "sparse_mm",
+    "stack_csr",
 ]
