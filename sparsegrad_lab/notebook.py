@@ -62,7 +62,7 @@ def setup(seed: int = 0) -> str:
         import matplotlib as mpl
 
         mpl.rcParams.update(
-            {"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10, "axes.grid": True}
+            {"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10}
         )
     except ImportError:
         pass

@@ -283,6 +283,10 @@ def draw_block_diagonal(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -
     ax.set_xlim(-0.5, c_left + width + 0.5)
     ax.set_ylim(max(N, M) - 0.5, -0.5)
     ax.set_aspect("equal")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # matrix columns are whole numbers
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xticks([tick for tick in ax.get_xticks() if 0 <= tick <= M - 1])
     ax.set_xlabel(f"column j of the {N} x {M} block-diagonal matrix")
     ax.set_ylabel("row i")

@@ -243,7 +243,12 @@ def test_gradcheck_through_the_sparse_tensor(
     strategy: BackwardStrategy,
     device: torch.device,
 ) -> None:
-    """Differentiate w.r.t. the values of ``A`` (building ``A`` inside) and ``B``."""
+    """Differentiate w.r.t. the values of ``A`` (building ``A`` inside) and ``B``.
+
+    torch's sparse constructors hand back a gradient for ``v`` that cannot be differentiated
+    again, so this ``gradgradcheck`` exercises second derivatives through ``B`` only;
+    :func:`test_gradcheck_sparse_matmul_values` covers those through the values.
+    """
     if layout == torch.sparse_csr and dtype.is_complex:
         pytest.skip(
             "torch cannot build a complex CSR tensor from values that require grad "
