@@ -1,0 +1,240 @@
+"""Command line: ``python -m sparsegrad_lab bench [options]`` (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from .memory import IMPLEMENTATIONS
+
+_EPILOG = """\
+what is measured, for each case and implementation:
+  time      forward, backward and forward+backward: the median of --repeats runs after
+            --warmup runs (CUDA: torch.cuda.Event timings, synchronised); "(min)" is the
+            fastest backward. All implementations take turns run by run, so a busy
+            spell on a shared machine slows them alike
+  memory    peak extra memory above the inputs A, B and the upstream gradient:
+            CPU in a fresh child process per case (resident-set high-water mark),
+            CUDA from the allocator's peak; plus the in-process allocator peak ("alloc")
+            and the analytic model ("model") for comparison
+  floor     "xfloor" is the time over (bytes that must move / measured copy bandwidth);
+            "GF/s" the useful flops (6 nnz p per fwd+bwd) per second
+A case whose predicted peak does not fit in --memory-limit is listed as
+"would need X GiB" and not run.
+
+examples:
+  python -m sparsegrad_lab bench                       # small grid, a few minutes
+  python -m sparsegrad_lab bench --sizes issue         # n = m = 1e5, nnz = 1e6, p = 64
+  python -m sparsegrad_lab bench --sizes 20000:2e5:32 --layouts csr --impls sddmm,tsgu
+  python -m sparsegrad_lab bench --device cuda --sizes full
+"""
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sparsegrad_lab",
+        description="sparsegrad_lab command line tools.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark sparse_mm against torch.sparse.mm and torchsparsegradutils",
+        description=(
+            "Benchmark sparse_mm's backward strategies (sddmm, gather, dense) against "
+            "torch.sparse.mm autograd with COO and CSR and torchsparsegradutils.sparse_mm "
+            "on the same inputs. Prints a table and writes JSON and a plot."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument(
+        "--device",
+        default="cpu",
+        help="where to run: cpu, cuda or cuda:N (default: cpu)",
+    )
+    bench.add_argument(
+        "--sizes",
+        default="small",
+        help=(
+            "a preset -- small (default: a few minutes on 2 cores), issue (the size the "
+            "issues' targets use: n = m = 100000, nnz = 1e6, p = 64) or full (up to n = 1e6, "
+            "nnz = 1e7, with batched cases) -- or a comma-separated list of n:nnz:p with "
+            "m = n, e.g. 10000:1e5:32,20000:2e5:64"
+        ),
+    )
+    bench.add_argument(
+        "--layouts",
+        default="coo,csr",
+        type=_csv,
+        help="comma-separated layouts of A: coo, csr (default: coo,csr)",
+    )
+    bench.add_argument(
+        "--batch",
+        default=None,
+        type=lambda s: [int(x) for x in _csv(s)],
+        help=(
+            "comma-separated batch sizes b; every size runs at each (default: the preset's, "
+            "1 for explicit sizes). nnz is per batch item"
+        ),
+    )
+    bench.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64", "complex64", "complex128", "float16", "bfloat16"],
+        help="value dtype of A and B (default: float32; half precision on CUDA only)",
+    )
+    bench.add_argument(
+        "--index-dtype",
+        default="int64",
+        choices=["int32", "int64"],
+        help="index dtype of a CSR A (COO is always int64; default: int64)",
+    )
+    bench.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per case; the median is reported (5)"
+    )
+    bench.add_argument(
+        "--warmup", type=int, default=1, help="untimed runs before the timed ones (default: 1)"
+    )
+    bench.add_argument(
+        "--impls",
+        default=",".join(IMPLEMENTATIONS),
+        type=_csv,
+        help=(
+            "comma-separated implementations (default: all): sddmm, gather, dense "
+            "(sparse_mm's strategies), torch_coo, torch_csr (torch.sparse.mm with that "
+            "layout; runs on cases of its layout only), tsgu (torchsparsegradutils, "
+            "skipped when not installed)"
+        ),
+    )
+    bench.add_argument(
+        "--out",
+        default="benchmarks/results",
+        help=(
+            "output folder; the files are <device-tag>-<date>.json and .png, the tag "
+            "being cpu-<threads>threads or the GPU's name, with -<preset> (or -custom) "
+            "appended for grids other than small (default: benchmarks/results)"
+        ),
+    )
+    bench.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads here and in the child processes (default: torch's default)",
+    )
+    bench.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        metavar="GIB",
+        help="skip cases predicted to need more than this many GiB "
+        "(default: 80%% of the device's available memory)",
+    )
+    bench.add_argument(
+        "--no-fresh-process",
+        action="store_true",
+        help="CPU: report the in-process allocator peak instead of starting a child "
+        "process per case (faster; misses memory allocated outside torch)",
+    )
+    bench.add_argument("--no-plot", action="store_true", help="do not write the .png plot")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import bench
+
+    # torch warns once that CSR is in beta; every run here uses CSR on purpose.
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    # torchsparsegradutils builds sparse tensors without saying whether to check them.
+    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+    unknown = [impl for impl in args.impls if impl not in IMPLEMENTATIONS]
+    if unknown:
+        print(f"--impls: unknown {unknown}; choose from {list(IMPLEMENTATIONS)}", file=sys.stderr)
+        return 2
+    bad_layouts = [lay for lay in args.layouts if lay not in ("coo", "csr")]
+    if bad_layouts:
+        print(f"--layouts: unknown {bad_layouts}; choose from coo, csr", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is available to this torch", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        sizes = bench.parse_sizes(args.sizes)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    cases = bench.make_cases(
+        sizes,
+        layouts=args.layouts,
+        batches=args.batch,
+        dtype=args.dtype,
+        device=str(device),
+        index_dtype=args.index_dtype,
+    )
+    bandwidth = bench.measure_copy_bandwidth(device)
+    limit = None if args.memory_limit is None else int(args.memory_limit * 2**30)
+    results = bench.run_benchmark(
+        cases,
+        impls=args.impls,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        fresh_process=not args.no_fresh_process,
+        memory_limit_bytes=limit,
+        bandwidth=bandwidth,
+        progress=not args.no_progress,
+    )
+    print(bench.format_table(results))
+    print()
+    print(bench.format_headline(bench.headline(results)))
+    meta = bench.machine_info(device, bandwidth=bandwidth)
+    meta.update(
+        {
+            "argv": sys.argv[1:],
+            "sizes": args.sizes,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "memory_method": (
+                "CUDA allocator peak"
+                if device.type == "cuda"
+                else "torch.profiler memory events"
+                if args.no_fresh_process
+                else "fresh child process: VmHWM minus VmRSS"
+            ),
+        }
+    )
+    stem = bench.default_output_stem(args.out, device, args.sizes.strip())
+    json_path = bench.write_json(results, stem.with_suffix(".json"), meta)
+    print(f"\nwrote {json_path}")
+    if not args.no_plot:
+        try:
+            png = Path(stem.with_suffix(".png"))
+            bench.plot_results(results, png)
+            print(f"wrote {png}")
+        except ModuleNotFoundError as missing:
+            print(f"no plot: {missing} (pip install matplotlib)", file=sys.stderr)
+    return 1 if any(r.status == "error" for r in results) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m sparsegrad_lab``; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1070 @@
+"""Peak memory of one sparse matmul step: predicted, measured, and guarded.
+
+Three tools, used by the lessons, the widgets and the benchmark:
+
+* an analytic byte model, :func:`predict_peak_bytes`, of the peak *extra* memory of
+  ``C = A @ B`` followed by ``C.backward(G)`` -- extra meaning above what exists before the
+  call: ``A``, ``B`` and the upstream gradient ``G`` are inputs and are not counted, while
+  ``C``, ``A.grad``, ``B.grad`` and every temporary are;
+* two measurements: :func:`measure_peak_bytes` in this process (the CUDA caching
+  allocator's peak, or on CPU the running sum of torch.profiler's allocation events) and
+  :func:`measure_in_fresh_process` (the resident-set high-water mark of a child process,
+  which also sees what MKL and OpenMP allocate outside torch);
+* a guard, :func:`check_fits` and :func:`guarded`, that predicts before running and
+  refuses with :class:`~sparsegrad_lab.errors.MemoryBudgetError` (or a ``"refused"``
+  result) instead of letting a sweep or a widget kill the kernel.
+
+The six implementations compared everywhere are named by :data:`IMPLEMENTATIONS`:
+``"sddmm"``, ``"gather"`` and ``"dense"`` are :func:`sparsegrad_lab.sparse_mm` with that
+``backward=``; ``"torch_coo"`` and ``"torch_csr"`` are ``torch.sparse.mm`` with autograd on
+a COO or a CSR ``A``; ``"tsgu"`` is ``torchsparsegradutils.sparse_mm`` (an optional
+dependency, imported only when asked for).
+
+>>> predict_peak_bytes("gather", n=1000, m=1000, nnz=10_000, p=16) > predict_peak_bytes(
+...     "sddmm", n=1000, m=1000, nnz=10_000, p=16)
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import multiprocessing
+import os
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypedDict, TypeVar
+
+import torch
+from torch import Tensor
+
+from .errors import InputValueError, MemoryBudgetError, format_bytes
+from .pattern import csr_tensor
+from .patterns import uniform_random
+from .sddmm import sampled_product_workspace_bytes
+
+__all__ = [
+    "DEFAULT_BUDGET_BYTES",
+    "IMPLEMENTATIONS",
+    "PHASES",
+    "CaseSpec",
+    "FreshMeasurement",
+    "GuardedResult",
+    "Impl",
+    "MemoryBreakdown",
+    "Phase",
+    "check_fits",
+    "describe_case",
+    "guarded",
+    "implementation",
+    "make_case_inputs",
+    "measure_in_fresh_process",
+    "measure_peak_bytes",
+    "memory_breakdown",
+    "output_bytes",
+    "predict_peak_bytes",
+    "unsupported_reason",
+]
+
+Impl = Literal["sddmm", "gather", "dense", "torch_coo", "torch_csr", "tsgu"]
+IMPLEMENTATIONS: tuple[Impl, ...] = ("sddmm", "gather", "dense", "torch_coo", "torch_csr", "tsgu")
+Phase = Literal["fwd", "bwd", "fwd+bwd"]
+PHASES: tuple[Phase, ...] = ("fwd", "bwd", "fwd+bwd")
+
+#: Default budget of :func:`check_fits` and :func:`guarded`: 512 MiB of extra memory.
+#:
+#: mybinder.org restarts a kernel whose container passes 2 GiB (and promises only 1 GiB),
+#: and the lessons must each stay under 1.5 GiB. A kernel with torch, matplotlib and
+#: ipywidgets loaded holds about 260 MiB, the JupyterLab server about 150 MiB, and the
+#: notebook's own inputs and figures some tens of MiB; a fresh-process measurement starts a
+#: second interpreter with torch (another ~250 MiB). 512 MiB for one operation's extra
+#: memory keeps the sum near 1.2 GiB, below both limits, with the model's tolerance to spare.
+DEFAULT_BUDGET_BYTES = 512 * 2**20
+
+_SDDMM_IMPLS = ("sddmm", "gather", "dense")
+_FORWARD_STAGES = ("forward spmm", "block-diagonal assembly")
+
+
+# ----------------------------------------------------------------------------- case checks
+
+
+def _layout_name(layout: Any) -> str:
+    if layout in ("coo", torch.sparse_coo):
+        return "coo"
+    if layout in ("csr", torch.sparse_csr):
+        return "csr"
+    raise InputValueError(f"layout must be 'coo' or 'csr' (or the torch layouts), got {layout!r}")
+
+
+def _dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise InputValueError(f"{name} must be a torch.dtype or its name, got {dtype!r}")
+    return dtype
+
+
+def unsupported_reason(impl: str, *, layout: Any = "csr", batch: int = 1) -> str | None:
+    """Why ``impl`` cannot run on this kind of input, or ``None`` if it can.
+
+    ``torch.sparse.mm`` multiplies 2-D matrices only, and ``"torch_coo"``/``"torch_csr"``
+    name the layout of ``A`` they use, so each runs only on inputs of its own layout.
+
+    >>> unsupported_reason("torch_coo", layout="csr")
+    'torch_coo runs torch.sparse.mm on a COO A; this case has a CSR A'
+    >>> unsupported_reason("sddmm", layout="coo", batch=8) is None
+    True
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise InputValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    lay = _layout_name(layout)
+    if impl in ("torch_coo", "torch_csr"):
+        own = impl.removeprefix("torch_")
+        if lay != own:
+            return (
+                f"{impl} runs torch.sparse.mm on a {own.upper()} A; this case has a {lay.upper()} A"
+            )
+        if batch != 1:
+            return f"{impl}: torch.sparse.mm multiplies 2-D matrices only (batch={batch})"
+    return None
+
+
+def describe_case(
+    impl: str,
+    *,
+    n: int,
+    m: int,
+    nnz: int,
+    p: int,
+    batch: int = 1,
+    dtype: Any = torch.float32,
+    layout: Any = "csr",
+) -> str:
+    """A one-line name for a case, used in refusals and tables.
+
+    >>> describe_case("gather", n=100, m=200, nnz=1000, p=8)
+    'gather: A 100 x 200 (csr, nnz=1000), p=8, float32'
+    """
+    shape = f"{batch} x {n} x {m}" if batch != 1 else f"{n} x {m}"
+    per = " per item" if batch != 1 else ""
+    name = str(_dtype(dtype)).removeprefix("torch.")
+    return f"{impl}: A {shape} ({_layout_name(layout)}, nnz={nnz}{per}), p={p}, {name}"
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """The stage at which the predicted peak occurs and the live terms that make it.
+
+    Attributes
+    ----------
+    stage : str
+        Name of the step inside the call where the peak happens.
+    terms : dict of str to int
+        Bytes of every tensor alive at that step, by name.
+    baseline : dict of str to int
+        Terms that already exist when the phase starts (for ``phase="bwd"``: what the
+        forward left behind) and are therefore subtracted.
+    """
+
+    stage: str
+    terms: dict[str, int]
+    baseline: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def peak_bytes(self) -> int:
+        """Sum of the live terms minus the baseline."""
+        return sum(self.terms.values()) - sum(self.baseline.values())
+
+
+@dataclass(frozen=True)
+class _Dims:
+    b: int
+    n: int
+    m: int
+    nnz: int  # per batch item
+    p: int
+    elem: int  # bytes per value
+    idx: int  # bytes per index of A (COO: always 8)
+    is_complex: bool
+    layout: str
+    cpu: bool
+    dtype: torch.dtype
+
+    @property
+    def N(self) -> int:  # rows of the block-diagonal matrix
+        return self.b * self.n
+
+    @property
+    def M(self) -> int:
+        return self.b * self.m
+
+    @property
+    def Z(self) -> int:  # stored entries in total
+        return self.b * self.nnz
+
+
+def _spmm_temporaries(d: _Dims, rows: int, index_bytes: int) -> dict[str, int]:
+    """What torch's CPU sparse @ dense allocates besides its result.
+
+    The CPU kernels compute into a temporary of the result's size and copy it over (two
+    results alive at once), and MKL takes int32 indices only, so int64 CSR indices are
+    copied to int32 for the call. On CUDA, cuSPARSE writes the result in place (its small
+    workspace is not modelled).
+    """
+    if not d.cpu:
+        return {}
+    terms = {"spmm result temporary": rows * d.p * d.elem}
+    if index_bytes == 8:
+        terms["int32 copy of the indices for MKL"] = (rows + 1) * 4 + d.Z * 4
+    return terms
+
+
+def _ours(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
+    """Stages of :func:`sparse_mm` (see :mod:`sparsegrad_lab.ops`), forward then backward."""
+    N, M, Z, p, e, i = d.N, d.M, d.Z, d.p, d.elem, d.idx
+    # The pattern (sparsegrad_lab.pattern): CSR row pointers, and for a batch the indices
+    # shifted onto the block diagonal; the graph keeps it (and its cached transpose) while C
+    # is alive. A 2-D CSR input's pattern is A's own index tensors: nothing extra.
+    if d.layout == "coo":
+        pattern = {"pattern row pointers": (N + 1) * 8}
+        if d.b > 1:  # rows and columns shifted to the block diagonal
+            pattern["pattern rows/cols (block diagonal)"] = 2 * Z * 8
+        pat_i = 8
+    else:
+        pattern = {}
+        if d.b > 1:
+            pattern["pattern row pointers + cols (block diagonal)"] = (N + 1) * i + Z * i
+        pat_i = i
+    C = {"C": N * p * e}
+    fwd_stage = MemoryBreakdown("forward spmm", {**pattern, **C, **_spmm_temporaries(d, N, pat_i)})
+    kept = {**pattern, **C}
+
+    s = {"grad values (before A.grad)": Z * e}
+    workspace = sampled_product_workspace_bytes(
+        impl,  # type: ignore[arg-type]
+        batch=d.b,
+        block_shape=(d.n, d.m),
+        nnz=Z,
+        p=p,
+        dtype=d.dtype,
+    )
+    sampled = MemoryBreakdown(
+        f"sampled product (backward={impl!r})",
+        {**kept, **s, "sampled-product workspace": workspace},
+    )
+    # Transpose of the pattern (SparsityPattern.transpose), int32 indices when they fit: a
+    # CSR input first expands its rows (cached on the pattern); then a stable sort of int32
+    # column keys (a key copy unless the columns are int32 already; sorted keys + int64
+    # indices + an int64 iota inside the sort); the sorted keys are the transpose's rows,
+    # its columns are the rows gathered by perm, and both stay cached with perm.
+    fits = max(M, N, Z) < 2**31
+    t_i = 4 if fits else 8
+    rows = {"pattern expanded rows": Z * pat_i} if d.layout == "csr" else {}
+    keys = {"sort keys": Z * t_i} if pat_i != t_i else {}
+    sort = MemoryBreakdown(
+        "transpose: sort",
+        {**kept, **s, **rows, **keys, "sort temporaries": Z * (t_i + 8 + 8)},
+    )
+    transpose = {
+        **rows,
+        "transpose perm (int64)": Z * 8,
+        "transpose rows + cols": 2 * Z * t_i,
+        "transpose row pointers": (M + 1) * t_i,
+    }
+    gathered = {"rows gathered by perm": Z * pat_i} if pat_i != t_i else {}
+    built = MemoryBreakdown("transpose built", {**kept, **s, **transpose, **gathered})
+    adjoint = {"values of Aᴴ": Z * e * (2 if d.is_complex else 1)}  # complex: resolve_conj
+    grad_B = {"grad B": M * p * e}
+    spmm_B = MemoryBreakdown(
+        "grad B spmm",
+        {**kept, **s, **transpose, **adjoint, **grad_B, **_spmm_temporaries(d, M, t_i)},
+    )
+    clone = _grad_clone(d)
+    accumulate = MemoryBreakdown(
+        "A.grad accumulated", {**kept, **s, **transpose, **grad_B, **clone}
+    )
+    return [fwd_stage, sampled, sort, built, spmm_B, accumulate], kept
+
+
+def _grad_clone(d: _Dims) -> dict[str, int]:
+    """AccumulateGrad stores a *clone* of a sparse gradient whose indices are still shared
+    (2-D COO: the pattern holds views of ``A``'s indices; CSR: always): values plus a copy
+    of ``A``'s index tensors. A batched COO gradient is stored as it is."""
+    if d.layout == "coo":
+        if d.b > 1:
+            return {}
+        indices = 2 * d.Z * 8
+    else:
+        indices = d.b * (d.n + 1) * d.idx + d.Z * d.idx
+    return {"A.grad values": d.Z * d.elem, "A.grad indices": indices}
+
+
+def _csr_transpose_conversion(
+    d: _Dims,
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """torch's ``Aᵀ`` of a CSR ``A`` converted back to CSR (torch_csr's and tsgu's grad B).
+
+    Returns the live temporaries at the conversion's sort, at its gather, and the
+    resulting CSR of ``Aᵀ`` (same index dtype as ``A``).
+    """
+    N, M, Z, e, i = d.N, d.M, d.Z, d.elem, d.idx
+    common = {"conversion: row pointers": (N + 1) * i, "conversion: COO indices": 2 * Z * i}
+    at_sort = {**common, "conversion: sort keys, values, perm, iota (int64)": 4 * Z * 8}
+    at_gather = {
+        **common,
+        "conversion: sort perm + iota (int64)": 2 * Z * 8,
+        "conversion: gathered indices + values": 2 * Z * i + Z * e,
+        "conversion: row pointers of Aᵀ (x3)": 3 * (M + 1) * i,
+    }
+    result = {"Aᵀ as CSR": 2 * Z * i + Z * e + (M + 1) * i}
+    return at_sort, at_gather, result
+
+
+def _cpu_only(d: _Dims, name: str, nbytes: int) -> dict[str, int]:
+    return {name: nbytes} if d.cpu else {}
+
+
+def _torch(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
+    """Stages of ``torch.sparse.mm`` autograd (2-D only), per torch 2.13's CPU kernels."""
+    N, M, Z, p, e, i = d.N, d.M, d.Z, d.p, d.elem, d.idx
+    C = {"C": N * p * e}
+    grad_B = {"grad B": M * p * e}
+    if impl == "torch_coo":
+        # Forward: COO spmm writes a temporary of C's size. Backward of A: the dense
+        # G Bᴴ (n x m), then sparse_mask copies A's indices. Backward of B: Aᵀ @ G, with Aᵀ
+        # a copy of A's indices and values.
+        fwd = MemoryBreakdown(
+            "forward spmm", {**C, **_cpu_only(d, "spmm result temporary", N * p * e)}
+        )
+        gA = {"A.grad values": Z * e, "A.grad indices": 2 * Z * 8}
+        dense = MemoryBreakdown(
+            "dense G Bᴴ, then mask",
+            {
+                **C,
+                "dense G Bᴴ (n x m)": N * M * e,
+                "sparse_mask temporaries": 2 * Z * e + 2 * Z * 8,
+            },
+        )
+        At = {"Aᵀ (copy of A)": Z * e + 2 * Z * 8}
+        tr = MemoryBreakdown("transpose", {**C, **gA, **At, "transpose temporary": Z * 8})
+        spmm_B = MemoryBreakdown(
+            "grad B spmm",
+            {**C, **gA, **At, **grad_B, **_cpu_only(d, "spmm result temporary", M * p * e)},
+        )
+        return [fwd, dense, tr, spmm_B], C
+    # CSR: sampled_addmm into a clone of A (int64 indices), Aᵀ converted to CSR for grad B.
+    fwd = MemoryBreakdown("forward spmm", {**C, **_spmm_temporaries(d, N, i)})
+    gA = {"A.grad (int64 CSR)": (N + 1) * 8 + Z * 8 + Z * e}
+    sampled = MemoryBreakdown(
+        "sampled_addmm", {**C, "clone of A": Z * e + Z * i + (N + 1) * i, **gA}
+    )
+    at_sort, at_gather, At = _csr_transpose_conversion(d)
+    sort = MemoryBreakdown("Aᵀ to CSR: sort", {**C, **gA, **at_sort})
+    gather = MemoryBreakdown("Aᵀ to CSR: gather", {**C, **gA, **at_gather})
+    spmm_B = MemoryBreakdown(
+        "grad B spmm", {**C, **gA, **At, **grad_B, **_spmm_temporaries(d, M, i)}
+    )
+    acc = MemoryBreakdown(
+        "A.grad accumulated", {**C, **gA, **grad_B, "A.grad clone": sum(gA.values())}
+    )
+    return [fwd, sampled, sort, gather, spmm_B, acc], C
+
+
+def _tsgu(d: _Dims) -> tuple[list[MemoryBreakdown], dict[str, int]]:
+    """Stages of ``torchsparsegradutils.sparse_mm`` 0.2.7 (gather backward, torch for grad B)."""
+    N, M, Z, p, e, i = d.N, d.M, d.Z, d.p, d.elem, d.idx
+    coo = d.layout == "coo"
+    C = {"C": N * p * e}
+    kept = dict(C)
+    assembly: dict[str, int] = {}
+    stacked_gA: dict[str, int] = {}
+    if d.b > 1:
+        # sparse_block_diag (a Python loop over items) copies A into one block-diagonal
+        # matrix, saved for backward; the backward splits grad A and stacks it again
+        # before computing grad B.
+        if coo:
+            kept["block-diagonal copy of A"] = Z * (16 + e)
+            assembly = {"per-item copies": Z * (16 + e), "shifted, coalesced, stacked": 48 * Z}
+            stacked_gA = {"stacked grad A": Z * (24 + e)}
+        else:
+            kept["block-diagonal copy of A"] = (N + 1) * 8 + Z * (8 + e)
+            assembly = {"shifted indices": Z * 8 + N * 8}
+            stacked_gA = {"stacked grad A": d.b * (d.n + 1) * 8 + Z * (8 + e)}
+        i = 8  # the block-diagonal copy has int64 indices
+    if coo:
+        fwd_tmp = _cpu_only(d, "spmm result temporary", N * p * e)
+    else:
+        fwd_tmp = _spmm_temporaries(d, N, i)
+    stages = [
+        MemoryBreakdown("block-diagonal assembly", {**kept, **assembly}),
+        MemoryBreakdown("forward spmm", {**kept, **fwd_tmp}),
+    ]
+    rows: dict[str, int] = {}
+    if not coo:  # repeat_interleave expands the row pointers: iota, diff, cumsum, output
+        rows = {"expanded rows (int64)": Z * 8}
+        stages.append(
+            MemoryBreakdown(
+                "expand rows",
+                {**kept, **rows, "repeat_interleave temporaries": 2 * N * 8 + max(N, Z) * 8},
+            )
+        )
+    gathered = {"gathered rows of G": Z * p * e, "gathered rows of B": Z * p * e}
+    gA = {"grad values": Z * e}
+    stages.append(
+        MemoryBreakdown("gather", {**kept, **rows, **gathered, "their product": Z * p * e, **gA})
+    )
+    grad_B = {"grad B": M * p * e}
+    # The gathered blocks stay alive (locals) while grad B is computed.
+    live = {**kept, **rows, **gathered, **gA, **stacked_gA}
+    if coo:
+        sparse_gA = {} if d.b > 1 else {"sparse grad A (copies A's indices)": Z * e + 2 * Z * 8}
+        stages.append(
+            MemoryBreakdown(
+                "grad B spmm",
+                {**live, **sparse_gA, **grad_B, **_cpu_only(d, "spmm result temporary", M * p * e)},
+            )
+        )
+        return stages, kept
+    d_bd = _Dims(d.b, d.n, d.m, d.nnz, p, e, i, d.is_complex, d.layout, d.cpu, d.dtype)
+    at_sort, at_gather, At = _csr_transpose_conversion(d_bd)
+    # torch.sparse.mm(A.t(), G) allocates its result (and the CPU temporary) first, then
+    # converts the transposed A to CSR inside addmm.
+    out_B = {**grad_B, **_cpu_only(d, "spmm result temporary", M * p * e)}
+    stages += [
+        MemoryBreakdown("Aᵀ to CSR: sort", {**live, **out_B, **at_sort}),
+        MemoryBreakdown("Aᵀ to CSR: gather", {**live, **out_B, **at_gather}),
+        MemoryBreakdown("grad B spmm", {**live, **At, **grad_B, **_spmm_temporaries(d_bd, M, i)}),
+    ]
+    return stages, kept
+
+
+def memory_breakdown(
+    impl: str,
+    *,
+    n: int,
+    m: int,
+    nnz: int,
+    p: int,
+    batch: int = 1,
+    dtype: Any = torch.float32,
+    layout: Any = "csr",
+    phase: str = "fwd+bwd",
+    index_dtype: Any = torch.int64,
+    device: Any = "cpu",
+) -> MemoryBreakdown:
+    """The predicted peak of :func:`predict_peak_bytes`, with the tensors that make it.
+
+    Same parameters as :func:`predict_peak_bytes`.
+
+    >>> bd = memory_breakdown("gather", n=1000, m=1000, nnz=10_000, p=16)
+    >>> bd.stage, bd.terms["sampled-product workspace"]
+    ("sampled product (backward='gather')", 1920000)
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise InputValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if phase not in PHASES:
+        raise InputValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    for name, value, low in (
+        ("n", n, 1),
+        ("m", m, 1),
+        ("nnz", nnz, 0),
+        ("p", p, 1),
+        ("batch", batch, 1),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputValueError(f"{name} must be an int >= {low}, got {value!r}")
+    lay = _layout_name(layout)
+    reason = unsupported_reason(impl, layout=lay, batch=batch)
+    if reason is not None:
+        raise InputValueError(f"predict_peak_bytes: {reason}")
+    dt = _dtype(dtype)
+    idt = _dtype(index_dtype, "index_dtype")
+    if idt not in (torch.int32, torch.int64):
+        raise InputValueError(f"index_dtype must be torch.int32 or torch.int64, got {idt}")
+    d = _Dims(
+        b=batch,
+        n=n,
+        m=m,
+        nnz=nnz,
+        p=p,
+        elem=torch.empty(0, dtype=dt).element_size(),
+        idx=8 if lay == "coo" else idt.itemsize,
+        is_complex=dt.is_complex,
+        layout=lay,
+        cpu=torch.device(device).type == "cpu",
+        dtype=dt,
+    )
+    if impl in _SDDMM_IMPLS:
+        stages, kept = _ours(d, impl)
+    elif impl == "tsgu":
+        stages, kept = _tsgu(d)
+    else:
+        stages, kept = _torch(d, impl)
+    n_fwd = sum(1 for s in stages if s.stage in _FORWARD_STAGES)
+    if phase == "fwd":
+        return max(stages[:n_fwd], key=lambda s: s.peak_bytes)
+    chosen = stages if phase == "fwd+bwd" else stages[n_fwd:]
+    peak = max(chosen, key=lambda s: s.peak_bytes)
+    if phase == "bwd":
+        return MemoryBreakdown(peak.stage, peak.terms, kept)
+    return peak
+
+
+def predict_peak_bytes(
+    impl: str,
+    *,
+    n: int,
+    m: int,
+    nnz: int,
+    p: int,
+    batch: int = 1,
+    dtype: Any = torch.float32,
+    layout: Any = "csr",
+    phase: str = "fwd+bwd",
+    index_dtype: Any = torch.int64,
+    device: Any = "cpu",
+) -> int:
+    r"""Predicted peak extra memory of ``C = impl(A, B)`` and ``C.backward(G)``, in bytes.
+
+    Extra means above the inputs ``A``, ``B`` and ``G``, which exist before the call.
+    Notation: ``N = b n`` and ``M = b m`` rows of the block-diagonal ``A`` and ``B``,
+    ``Z = b nnz`` stored entries, ``e`` bytes per value, ``i`` bytes per index of ``A``
+    (COO: 8). The model walks the call in the order the code allocates and takes the
+    largest sum of live tensors; :func:`memory_breakdown` returns that stage and its terms.
+
+    Outputs, present in every implementation: ``C`` (:math:`N p e`), ``B.grad``
+    (:math:`M p e`) and ``A.grad`` (:math:`Z e` values plus, for CSR and 2-D COO, a copy
+    of ``A``'s indices: autograd stores a clone of a sparse gradient whose indices are
+    shared).
+
+    ``"sddmm"``, ``"gather"``, ``"dense"`` (:func:`sparsegrad_lab.sparse_mm`):
+
+    * the pattern, kept by the graph while ``C`` lives: COO :math:`(N+1)\,8` row
+      pointers; CSR :math:`2 Z i` (``torch._convert_indices_from_csr_to_coo`` returns both
+      rows of a ``(2, Z)`` tensor, and the row view keeps both alive);
+    * forward spmm: ``C``, and on CPU a second result of ``C``'s size (torch computes
+      into a temporary and copies) plus int32 copies of int64 indices for MKL,
+      :math:`(N+1)\,4 + 4 Z`;
+    * the sampled product: the values :math:`Z e` plus the strategy's workspace,
+      :func:`sparsegrad_lab.sddmm.sampled_product_workspace_bytes` -- 0 for ``"sddmm"``
+      (``sampled_addmm`` writes in place), :math:`3 Z p e` for ``"gather"`` (two gathered
+      blocks and their product), :math:`b n m e + 8 Z` for ``"dense"``;
+    * the transpose of the pattern (for ``B.grad``): an argsort of int32 keys
+      (:math:`4 Z` key copy when the indices are int64, then :math:`20 Z` inside the sort)
+      leaving ``perm`` :math:`8 Z`, rows and columns :math:`2 Z i` and row pointers
+      :math:`(M+1)\,i`, all cached while ``C`` lives;
+    * ``B.grad = Aᴴ G``: the permuted values :math:`Z e` (twice for complex: the
+      conjugate is materialised), ``B.grad``, and the same spmm temporaries as the forward;
+    * ``A.grad``: the clone described above.
+
+    ``"torch_coo"``: forward as above without index copies; backward forms the dense
+    :math:`G B^{\mathsf H}` (:math:`N M e`) and masks it (:math:`2 Z e + 16 Z`), then
+    copies ``A`` for ``Aᵀ`` (:math:`Z e + 16 Z`) for ``B.grad``.
+
+    ``"torch_csr"``: ``A.grad`` is ``sampled_addmm`` into a clone of ``A`` and comes out
+    with int64 indices (:math:`(N+1)\,8 + 8 Z + Z e`); ``Aᵀ`` is converted to CSR for
+    ``B.grad`` -- row pointers and COO indices :math:`(N+1)i + 2 Z i` throughout, plus
+    :math:`32 Z` at its sort or :math:`2 Z i + 16 Z + Z e + 3(M+1)i` at its gather,
+    leaving :math:`2 Z i + Z e + (M+1) i`; autograd then clones ``A.grad`` once more.
+
+    ``"tsgu"``: for CSR, ``repeat_interleave`` expands the rows (:math:`8 Z`, with
+    :math:`16 N + 8 \max(N, Z)` of temporaries); the gather backward (:math:`3 Z p e`);
+    the two gathered blocks stay alive while ``B.grad`` is computed with torch (a COO
+    copy of ``A``'s indices, or the CSR conversion above, which runs after ``B.grad`` and
+    its CPU temporary are allocated). Batched inputs (approximate: a Python loop over
+    items) keep a block-diagonal copy of ``A`` (COO :math:`Z(16 + e)`, CSR
+    :math:`(N+1)8 + Z(8+e)`), build it through per-item copies (COO about
+    :math:`Z(16+e) + 48 Z`), and hold the re-stacked ``A.grad`` while ``B.grad`` is made.
+
+    Not covered by the tolerance below: complex dtypes (the conjugate copies are only
+    partly modelled: ``"gather"`` misses one :math:`Z p e` block, ``"torch_csr"`` about
+    :math:`2 Z e`) and CUDA, whose kernels allocate differently (cuSPARSE and CUB
+    workspaces, no CPU copies); there the prediction is a guide.
+
+    Parameters
+    ----------
+    impl : {"sddmm", "gather", "dense", "torch_coo", "torch_csr", "tsgu"}
+    n, m, nnz, p : int
+        ``A`` is ``n x m`` with ``nnz`` stored entries (per batch item), ``B`` is ``m x p``.
+    batch : int, default 1
+        Number of batch items ``b`` (``torch_*`` take 2-D inputs only).
+    dtype : torch.dtype or str, default float32
+    layout : {"coo", "csr"}, default "csr"
+        Layout of ``A`` (``torch_coo``/``torch_csr`` need their own).
+    phase : {"fwd", "bwd", "fwd+bwd"}, default "fwd+bwd"
+        ``"bwd"`` counts from the end of the forward (``C`` and the saved pattern excluded).
+    index_dtype : torch.int32 or torch.int64, default int64
+        Index dtype of a CSR ``A`` (COO indices are always int64).
+    device : str or torch.device, default "cpu"
+        On CUDA the CPU-only spmm temporaries are left out; the rest is the same code path.
+
+    Returns
+    -------
+    int
+        Bytes. Agrees with :func:`measure_peak_bytes` on CPU within 10 % for float32 and
+        float64 at sizes where the peak is above a few MiB (``tests/test_memory.py``);
+        a fresh process's resident high-water mark adds MKL/OpenMP buffers and paging.
+
+    Examples
+    --------
+    >>> mib = predict_peak_bytes("sddmm", n=100_000, m=100_000, nnz=1_000_000, p=64) / 2**20
+    >>> round(mib)
+    104
+    >>> round(predict_peak_bytes("dense", n=100_000, m=100_000, nnz=1_000_000, p=64) / 2**30)
+    37
+    """
+    return memory_breakdown(
+        impl,
+        n=n,
+        m=m,
+        nnz=nnz,
+        p=p,
+        batch=batch,
+        dtype=dtype,
+        layout=layout,
+        phase=phase,
+        index_dtype=index_dtype,
+        device=device,
+    ).peak_bytes
+
+
+def output_bytes(
+    *, n: int, m: int, nnz: int, p: int, batch: int = 1, dtype: Any = torch.float32
+) -> int:
+    """Bytes of the outputs themselves: ``C``, the values of ``A.grad`` and ``B.grad``.
+
+    The floor of any implementation's extra memory (index copies excluded).
+
+    >>> output_bytes(n=10, m=20, nnz=30, p=4)
+    600
+    """
+    e = torch.empty(0, dtype=_dtype(dtype)).element_size()
+    return batch * (n * p + nnz + m * p) * e
+
+
+# ----------------------------------------------------------------------------- the guard
+
+
+def check_fits(predicted_bytes: int, *, budget: int = DEFAULT_BUDGET_BYTES, what: str) -> None:
+    """Raise :class:`MemoryBudgetError` if ``predicted_bytes`` exceeds ``budget``.
+
+    Parameters
+    ----------
+    predicted_bytes : int
+        The peak extra memory the computation is predicted to need.
+    budget : int, default :data:`DEFAULT_BUDGET_BYTES`
+    what : str
+        Names the computation and its sizes, e.g. :func:`describe_case`'s output.
+
+    >>> check_fits(2**30, budget=2**29, what="gather on A 1000 x 1000")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.MemoryBudgetError: gather on A 1000 x 1000 would need 1.00 GiB of \
+extra memory, budget 512.00 MiB; refused before running (shrink the case or raise the budget)
+    """
+    if predicted_bytes > budget:
+        raise MemoryBudgetError(
+            f"{what} would need {format_bytes(predicted_bytes)} of extra memory, budget "
+            f"{format_bytes(budget)}; refused before running (shrink the case or raise the "
+            "budget)",
+            needed_bytes=int(predicted_bytes),
+            budget_bytes=int(budget),
+        )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GuardedResult(Generic[T]):
+    """Outcome of :func:`guarded`: the value if it ran, the reason if it was refused.
+
+    Attributes
+    ----------
+    status : {"ran", "refused"}
+    value : object or None
+        What the function returned (``None`` when refused).
+    predicted_bytes, budget_bytes : int
+    message : str
+        Empty when it ran; the refusal otherwise ("... would need X, budget Y ...").
+    """
+
+    status: Literal["ran", "refused"]
+    value: T | None
+    predicted_bytes: int
+    budget_bytes: int
+    message: str = ""
+
+    @property
+    def refused(self) -> bool:
+        """True when the computation was not run."""
+        return self.status == "refused"
+
+
+def guarded(
+    fn: Callable[[], T],
+    *,
+    predicted_bytes: int,
+    what: str,
+    budget: int = DEFAULT_BUDGET_BYTES,
+) -> GuardedResult[T]:
+    """Run ``fn()`` only if ``predicted_bytes`` fits in ``budget``; never raise for size.
+
+    For sweeps and widgets: a refused point becomes a result that says so, so one big
+    case does not stop the loop (or kill the kernel).
+
+    >>> r = guarded(lambda: 42, predicted_bytes=2**40, what="a huge case")
+    >>> r.refused, r.value
+    (True, None)
+    >>> r.message
+    'a huge case would need 1.00 TiB of extra memory, budget 512.00 MiB; refused before \
+running (shrink the case or raise the budget)'
+    >>> guarded(lambda: 42, predicted_bytes=10, what="small").value
+    42
+    """
+    try:
+        check_fits(predicted_bytes, budget=budget, what=what)
+    except MemoryBudgetError as refusal:
+        return GuardedResult("refused", None, int(predicted_bytes), int(budget), str(refusal))
+    return GuardedResult("ran", fn(), int(predicted_bytes), int(budget))
+
+
+# ---------------------------------------------------------------------- inputs and impls
+
+
+class CaseSpec(TypedDict, total=False):
+    """A picklable description of one measured case (what a child process rebuilds).
+
+    Keys: ``impl``, ``n``, ``m``, ``nnz`` (per item), ``p``, ``batch`` (1), ``layout``
+    ("csr"), ``dtype`` ("float32"), ``index_dtype`` ("int64"), ``device`` ("cpu"),
+    ``seed`` (0), ``threads`` (unchanged when absent).
+    """
+
+    impl: str
+    n: int
+    m: int
+    nnz: int
+    p: int
+    batch: int
+    layout: str
+    dtype: str
+    index_dtype: str
+    device: str
+    seed: int
+    threads: int
+
+
+def make_case_inputs(spec: CaseSpec) -> tuple[Tensor, Tensor, Tensor]:
+    """Seeded inputs ``A`` (sparse, requires grad), ``B`` (requires grad) and ``G``.
+
+    ``A`` has exactly ``nnz`` uniformly random distinct positions per batch item
+    (:func:`sparsegrad_lab.patterns.uniform_random` with seeds ``seed, seed + 1, ...``);
+    ``B`` and the upstream gradient ``G`` are standard normal.
+
+    >>> A, B, G = make_case_inputs({"n": 4, "m": 5, "nnz": 6, "p": 2, "layout": "coo"})
+    >>> A.layout, A._nnz(), tuple(B.shape), tuple(G.shape)
+    (torch.sparse_coo, 6, (5, 2), (4, 2))
+    """
+    n, m, nnz, p = spec["n"], spec["m"], spec["nnz"], spec["p"]
+    b = spec.get("batch", 1)
+    layout = _layout_name(spec.get("layout", "csr"))
+    dtype = _dtype(spec.get("dtype", "float32"))
+    index_dtype = _dtype(spec.get("index_dtype", "int64"), "index_dtype")
+    device = torch.device(spec.get("device", "cpu"))
+    seed = spec.get("seed", 0)
+    items = [
+        uniform_random(n, m, nnz=nnz, seed=seed + t, dtype=dtype, max_bytes=2**62) for t in range(b)
+    ]
+    if b == 1 and layout == "coo":
+        A = items[0]
+    elif layout == "coo":
+        item = torch.arange(b).repeat_interleave(nnz)
+        indices = torch.cat([item.unsqueeze(0), torch.cat([M.indices() for M in items], 1)])
+        values = torch.cat([M.values() for M in items])
+        A = torch.sparse_coo_tensor(indices, values, (b, n, m), is_coalesced=True)
+    else:
+        with warnings.catch_warnings():  # torch's one-time "CSR is in beta" notice
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            csrs = [M.to_sparse_csr() for M in items]
+        crow = torch.stack([M.crow_indices() for M in csrs]).to(index_dtype)
+        col = torch.stack([M.col_indices() for M in csrs]).to(index_dtype)
+        values = torch.stack([M.values() for M in csrs])
+        if b == 1:
+            crow, col, values = crow[0], col[0], values[0]
+        shape = (b, n, m) if b > 1 else (n, m)
+        A = csr_tensor(crow, col, values, shape)
+    gen = torch.Generator().manual_seed(seed + 10_007)
+    lead = (b,) if b > 1 else ()
+    B = torch.randn(*lead, m, p, generator=gen, dtype=dtype)
+    G = torch.randn(*lead, n, p, generator=gen, dtype=dtype)
+    return A.to(device).requires_grad_(), B.to(device).requires_grad_(), G.to(device)
+
+
+def implementation(impl: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """The function ``(A, B) -> C`` that ``impl`` names.
+
+    ``"tsgu"`` imports torchsparsegradutils here, so the package never needs it; a missing
+    install raises ``ModuleNotFoundError`` saying what to install.
+
+    >>> f = implementation("sddmm")
+    >>> f(torch.eye(2).to_sparse(), torch.ones(2, 3)).shape
+    torch.Size([2, 3])
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise InputValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if impl in _SDDMM_IMPLS:
+        from .ops import sparse_mm
+
+        def ours(A: Tensor, B: Tensor) -> Tensor:
+            return sparse_mm(A, B, backward=impl)  # type: ignore[arg-type]
+
+        return ours
+    if impl == "tsgu":
+        try:
+            import torchsparsegradutils
+        except ModuleNotFoundError as missing:
+            raise ModuleNotFoundError(
+                "impl 'tsgu' needs torchsparsegradutils (pip install "
+                "torchsparsegradutils==0.2.7, or the package's [bench] extra)"
+            ) from missing
+        return torchsparsegradutils.sparse_mm  # type: ignore[no-any-return]
+    return torch.sparse.mm
+
+
+# ------------------------------------------------------------------------ measurement
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Silence file descriptor 2 (kineto logs a line on fd 2 whenever a profile starts or
+    stops, which nbval would compare and a terminal would show)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def measure_peak_bytes(fn: Callable[[], object], device: Any = "cpu") -> int:
+    """Peak extra memory allocated by torch while ``fn()`` runs, in bytes.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
+    what was allocated before. CPU: torch has no allocator statistics, so ``fn`` runs under
+    ``torch.profiler`` with ``profile_memory=True`` and the peak is the maximum of the
+    running sum of its allocation (+) and free (-) events, in time order. Memory that MKL
+    or OpenMP allocate themselves is not seen; :func:`measure_in_fresh_process` sees it.
+    Whatever ``fn`` returns is alive until it returns, so it is counted.
+
+    >>> measure_peak_bytes(lambda: torch.ones(1000, 1000))      # 10⁶ float32
+    4000000
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        fn()
+        torch.cuda.synchronize(dev)
+        return int(torch.cuda.max_memory_allocated(dev) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_fd2():
+        prof.__enter__()
+    try:
+        fn()
+    finally:
+        with _quiet_fd2():
+            prof.__exit__(None, None, None)
+    # The raw (kineto) events keep every allocation; prof.events() folds them into ops.
+    raw: list[Any] = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+    changes = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in raw
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    )
+    current = peak = 0
+    for _t, nbytes in changes:
+        current += nbytes
+        peak = max(peak, current)
+    return int(peak)
+
+
+@dataclass(frozen=True)
+class FreshMeasurement:
+    """What :func:`measure_in_fresh_process` reports for one case.
+
+    Attributes
+    ----------
+    peak_extra_bytes : int
+        CPU: resident high-water mark during ``C = f(A, B); C.backward(G)`` minus the
+        resident size just before (inputs built, one warm-up call done and freed). CUDA:
+        the allocator's peak above what was allocated before.
+    baseline_bytes : int
+        Resident size (CPU) or allocated bytes (CUDA) before the measured call.
+    fwd_s, bwd_s : float
+        Wall time of the measured forward and backward: one run, in a process whose large
+        blocks are all freshly mapped (see ``_tune_malloc``), so slower than a benchmark's
+        median -- a sanity check, not a timing.
+    method : str
+        How the peak was read.
+    """
+
+    peak_extra_bytes: int
+    baseline_bytes: int
+    fwd_s: float
+    bwd_s: float
+    method: str
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _tune_malloc() -> Any:
+    # Large blocks straight from mmap and back on free, so the resident size follows
+    # the live tensors: otherwise glibc keeps freed heap pages resident and a later
+    # allocation reuses them unseen by the high-water mark.
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def _measure_here(spec: CaseSpec) -> FreshMeasurement:
+    # This process exists only to measure: torch's notices would just clutter the output.
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+    libc = _tune_malloc()
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    A, B, G = make_case_inputs(spec)
+    fn = implementation(spec["impl"])
+    dev = A.device
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    # Warm-up: the first call loads kernels and thread pools, which are not the op's memory.
+    fn(A, B).backward(G)
+    A.grad = B.grad = None
+    gc.collect()
+    if libc is not None:
+        libc.malloc_trim(0)
+    if dev.type == "cuda":
+        sync()
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        method = "CUDA allocator peak"
+    else:
+        try:  # "5" resets this process's VmHWM to its current VmRSS (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as clear:
+                clear.write("5")
+            method = "VmHWM after reset (clear_refs) minus VmRSS"
+        except OSError:
+            method = "ru_maxrss minus VmRSS (no reset: inputs' peak may hide the op's)"
+        before = _status_kib("VmRSS") or 0
+    t0 = time.perf_counter()
+    C = fn(A, B)
+    sync()
+    t1 = time.perf_counter()
+    C.backward(G)
+    sync()
+    t2 = time.perf_counter()
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev)
+    else:
+        hwm = _status_kib("VmHWM")
+        peak = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return FreshMeasurement(max(0, int(peak - before)), int(before), t1 - t0, t2 - t1, method)
+
+
+def _child(spec: CaseSpec, conn: Any) -> None:
+    try:
+        conn.send(("ok", _measure_here(spec)))
+    except BaseException as exc:  # the parent re-raises with the case named
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def measure_in_fresh_process(case_spec: CaseSpec, *, timeout_s: float = 600.0) -> FreshMeasurement:
+    """Measure one case's peak extra memory in a new Python process.
+
+    The child is started with the ``spawn`` method (a fresh interpreter: no memory, heap
+    fragments or thread pools inherited), builds the inputs with :func:`make_case_inputs`,
+    runs the case once to warm up, then measures one ``C = f(A, B); C.backward(G)``. See
+    :class:`FreshMeasurement` for what is reported. The child holds a second copy of
+    torch (about 250 MiB) besides the case itself.
+
+    Parameters
+    ----------
+    case_spec : CaseSpec
+        Must name ``impl``, ``n``, ``m``, ``nnz`` and ``p``; the rest has defaults.
+    timeout_s : float, default 600
+        The child is killed after this long.
+
+    Raises
+    ------
+    ChildProcessError
+        If the child fails, dies (for example killed for memory) or times out.
+    """
+    for key in ("impl", "n", "m", "nnz", "p"):
+        if key not in case_spec:
+            raise InputValueError(
+                f"measure_in_fresh_process: case_spec needs key {key!r}, got {sorted(case_spec)}"
+            )
+    ctx = multiprocessing.get_context("spawn")
+    parent, child_end = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(dict(case_spec), child_end), daemon=True)
+    proc.start()
+    child_end.close()
+    try:
+        if not parent.poll(timeout_s):
+            raise ChildProcessError(
+                f"measure_in_fresh_process: {dict(case_spec)} gave no answer in {timeout_s} s"
+            )
+        status, payload = parent.recv()
+    except EOFError:
+        proc.join(5)
+        raise ChildProcessError(
+            f"measure_in_fresh_process: the child for {dict(case_spec)} died with exit code "
+            f"{proc.exitcode} (a negative code is the signal; -9 is often the OOM killer)"
+        ) from None
+    finally:
+        if proc.is_alive():
+            proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        parent.close()
+    if status != "ok":
+        raise ChildProcessError(f"measure_in_fresh_process: {dict(case_spec)} failed: {payload}")
+    return payload  # type: ignore[no-any-return]

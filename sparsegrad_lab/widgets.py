@@ -1,0 +1,352 @@
+"""Interactive explorers for the lessons: thin ipywidgets shells over pure functions.
+
+Each explorer is ``ipywidgets.interactive`` around a pure function that returns a report
+(a small dataclass holding a figure and the numbers it shows). The notebooks call the
+pure function once for a static figure -- what a reader without a kernel sees -- and
+then show the explorer. Tests set a control's ``.value`` and read ``explorer.result``.
+
+Every callback stays inside the memory guard (:mod:`sparsegrad_lab.memory`): a setting
+whose predicted peak exceeds the budget is reported, not run, so no slider can kill the
+kernel. ipywidgets and matplotlib are imported here only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import InputValueError, MemoryBudgetError, format_bytes
+from .memory import (
+    DEFAULT_BUDGET_BYTES,
+    describe_case,
+    guarded,
+    implementation,
+    make_case_inputs,
+    measure_peak_bytes,
+    predict_peak_bytes,
+)
+from .patterns import PATTERNS, make_pattern, storage_bytes
+from .plots import plot_gradient_entry, spy
+from .sddmm import BACKWARD_STRATEGIES
+
+__all__ = [
+    "EntryReport",
+    "MemoryReport",
+    "PatternReport",
+    "gradient_entry_explorer",
+    "gradient_entry_report",
+    "memory_explorer",
+    "memory_report",
+    "pattern_explorer",
+    "pattern_report",
+]
+
+
+def _show_and_close(fig: Any) -> None:
+    """Display a figure in the widget's output area once, then release it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ gradient of one entry
+
+
+@dataclass
+class EntryReport:
+    """What :func:`gradient_entry_report` found for entry ``(i, j)`` of ``A``.
+
+    Attributes
+    ----------
+    i, j : int
+    stored : bool
+        Whether ``A`` stores ``(i, j)``; only stored entries have a gradient.
+    dot : complex or float
+        :math:`G_{i,:} \\cdot \\overline{B_{j,:}}`, the would-be gradient at ``(i, j)``.
+    grad : complex, float or None
+        ``A.grad`` at ``(i, j)`` as ``sparse_mm``'s backward computed it (None if not stored).
+    text : str
+    figure : matplotlib Figure
+    """
+
+    i: int
+    j: int
+    stored: bool
+    dot: complex | float
+    grad: complex | float | None
+    text: str
+    figure: Any = field(repr=False)
+
+
+def gradient_entry_report(A: Tensor, G: Tensor, B: Tensor, i: int, j: int) -> EntryReport:
+    """Explain :math:`\\partial L / \\partial A_{ij} = G_{i,:} \\cdot \\overline{B_{j,:}}`.
+
+    Runs ``sparse_mm(A, B).backward(G)`` and compares ``A.grad`` at ``(i, j)`` with the
+    dot product of row ``i`` of ``G`` and row ``j`` of ``B``. If ``A`` does not store
+    ``(i, j)`` the dot product is still shown -- it is what the dense gradient would hold
+    there, and exactly the number a sparse backward never computes.
+
+    Examples
+    --------
+    >>> A = torch.tensor([[0.0, 2.0], [1.0, 0.0]]).to_sparse()
+    >>> G, B = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> report = gradient_entry_report(A, G, B, 0, 1)
+    >>> report.stored, report.dot, report.grad
+    (True, 2.0, 2.0)
+    >>> gradient_entry_report(A, G, B, 0, 0).text
+    'A does not store (0, 0): a dense gradient would hold 1 there; sparse_mm never computes it.'
+    """
+    from .ops import sparse_mm
+
+    n, m = A.shape
+    if not (0 <= i < n and 0 <= j < m):
+        raise InputValueError(f"gradient_entry_report: (i, j) must lie in {n} x {m}, got {(i, j)}")
+    leaf = A.detach().requires_grad_()
+    sparse_mm(leaf, B.detach()).backward(G)
+    assert leaf.grad is not None  # backward always reaches a leaf that requires grad
+    grad = (leaf.grad if leaf.grad.layout == torch.sparse_coo else leaf.grad.to_sparse()).coalesce()
+    here = (grad.indices()[0] == i) & (grad.indices()[1] == j)
+    stored = bool(here.any())
+    dot = (G[i] * B[j].conj()).sum().item()
+    value = grad.values()[here][0].item() if stored else None
+    row_of_b = f"conj(B[{j}, :])" if B.is_complex() else f"B[{j}, :]"
+    if stored:
+        text = (
+            f"dL/dA[{i}, {j}] = G[{i}, :] · {row_of_b} = {dot:.4g}; "
+            f"sparse_mm's A.grad holds {value:.4g}."
+        )
+    else:
+        text = (
+            f"A does not store ({i}, {j}): a dense gradient would hold {dot:.4g} there; "
+            "sparse_mm never computes it."
+        )
+    return EntryReport(i, j, stored, dot, value, text, plot_gradient_entry(G, B, i, j))
+
+
+def gradient_entry_explorer(A: Tensor, G: Tensor, B: Tensor) -> Any:
+    """Sliders for ``i`` and ``j`` over :func:`gradient_entry_report`.
+
+    >>> A = torch.eye(3).to_sparse()
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):     # the callback prints and plots
+    ...     explorer = gradient_entry_explorer(A, torch.ones(3, 2), torch.ones(3, 2))
+    ...     explorer.children[0].value = 2
+    >>> explorer.result.i
+    2
+    """
+    import ipywidgets as w
+
+    n, m = A.shape
+
+    def show(i: int, j: int) -> EntryReport:
+        report = gradient_entry_report(A, G, B, i, j)
+        print(report.text)
+        _show_and_close(report.figure)
+        return report
+
+    return w.interactive(
+        show,
+        i=w.IntSlider(value=0, min=0, max=n - 1, description="row i"),
+        j=w.IntSlider(value=0, min=0, max=m - 1, description="column j"),
+    )
+
+
+# ------------------------------------------------------------------------ pattern explorer
+
+
+@dataclass
+class PatternReport:
+    """A generated pattern's spy plot and storage cost.
+
+    Attributes
+    ----------
+    name : str
+    shape : tuple of int
+    nnz : int
+    bytes : dict
+        ``{"coo": ..., "csr": ..., "dense": ...}``, from
+        :func:`~sparsegrad_lab.patterns.storage_bytes`.
+    text : str
+    figure : matplotlib Figure or None
+        None when the pattern was refused by the memory guard.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    nnz: int
+    bytes: dict[str, int]
+    text: str
+    figure: Any = field(repr=False)
+
+
+def pattern_report(
+    name: str, n: int, density: float, seed: int = 0, *, max_bytes: int = DEFAULT_BUDGET_BYTES
+) -> PatternReport:
+    """Generate pattern ``name`` (about ``n x n`` at ``density``) and describe its storage.
+
+    A pattern whose storage would exceed ``max_bytes`` is refused, and the report says so.
+
+    >>> report = pattern_report("banded", 200, 0.02)
+    >>> report.nnz, report.bytes["csr"] < report.bytes["coo"] < report.bytes["dense"]
+    (994, True)
+    """
+    try:
+        A = make_pattern(name, n, density, seed, max_bytes=max_bytes)
+    except MemoryBudgetError as refusal:
+        return PatternReport(name, (n, n), 0, {}, f"refused: {refusal}", None)
+    cost = storage_bytes(A)
+    rows, cols = A.shape
+    text = (
+        f"{name}: {rows} x {cols}, nnz = {A._nnz()} ({A._nnz() / (rows * cols):.2%}); "
+        f"COO {format_bytes(cost['coo'])}, CSR {format_bytes(cost['csr'])}, "
+        f"dense {format_bytes(cost['dense'])}"
+    )
+    return PatternReport(name, tuple(A.shape), A._nnz(), cost, text, spy(A, title=name))
+
+
+def pattern_explorer(name: str = "uniform", n: int = 500, density: float = 0.01) -> Any:
+    """Dropdown of patterns, sliders for size and density, over :func:`pattern_report`.
+
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):     # the callback prints and plots
+    ...     explorer = pattern_explorer()
+    ...     explorer.children[0].value = "banded"
+    >>> explorer.result.name
+    'banded'
+    """
+    import ipywidgets as w
+
+    def show(name: str, n: int, density: float) -> PatternReport:
+        report = pattern_report(name, n, density)
+        print(report.text)
+        if report.figure is not None:
+            _show_and_close(report.figure)
+        return report
+
+    return w.interactive(
+        show,
+        name=w.Dropdown(options=sorted(PATTERNS), value=name, description="pattern"),
+        n=w.IntSlider(value=n, min=20, max=5000, step=20, description="size n"),
+        density=w.FloatLogSlider(value=density, base=10, min=-4, max=-0.5, description="density"),
+    )
+
+
+# ------------------------------------------------------------------------- memory explorer
+
+
+@dataclass
+class MemoryReport:
+    """Predicted (and, where it fits, measured) peak extra memory of each strategy.
+
+    Attributes
+    ----------
+    case : dict
+        ``n``, ``nnz``, ``p`` of the case.
+    predicted : dict
+        Bytes per strategy from the analytic model.
+    measured : dict
+        Bytes per strategy measured by running it; None where the guard refused it.
+    text : str
+    figure : matplotlib Figure
+    """
+
+    case: dict[str, int]
+    predicted: dict[str, int]
+    measured: dict[str, int | None]
+    text: str
+    figure: Any = field(repr=False)
+
+
+def memory_report(
+    n: int, density: float, p: int, *, budget: int = DEFAULT_BUDGET_BYTES, measure: bool = True
+) -> MemoryReport:
+    """Peak extra memory of ``sparse_mm`` forward + backward for each backward strategy.
+
+    ``A`` is ``n x n`` uniformly random with ``round(density n^2)`` entries, ``B`` is
+    ``n x p``. Each strategy is predicted by the analytic model and, if the prediction fits
+    ``budget``, measured (:func:`~sparsegrad_lab.memory.measure_peak_bytes`).
+
+    >>> report = memory_report(300, 0.01, 16)
+    >>> sorted(report.predicted) == sorted(report.measured)
+    True
+    >>> report.predicted["dense"] > report.predicted["gather"] > report.predicted["sddmm"]
+    True
+    """
+    import matplotlib.pyplot as plt
+
+    nnz = max(1, round(density * n * n))
+    spec = {"n": n, "m": n, "nnz": nnz, "p": p, "layout": "csr"}
+    predicted: dict[str, int] = {
+        s: predict_peak_bytes(s, n=n, m=n, nnz=nnz, p=p, layout="csr") for s in BACKWARD_STRATEGIES
+    }
+    measured: dict[str, int | None] = {}
+    lines = []
+    for strategy in BACKWARD_STRATEGIES:
+        what = describe_case(strategy, n=n, m=n, nnz=nnz, p=p)
+
+        def run(strategy: str = strategy) -> int:
+            A, B, G = make_case_inputs({**spec, "impl": strategy})  # type: ignore[typeddict-item]
+            fn = implementation(strategy)
+            return measure_peak_bytes(lambda: fn(A, B).backward(G))
+
+        outcome = (
+            guarded(run, predicted_bytes=predicted[strategy], what=what, budget=budget)
+            if measure
+            else None
+        )
+        value = None if outcome is None else outcome.value
+        measured[strategy] = value
+        shown = "refused by the guard" if outcome and outcome.refused else "not measured"
+        if value is not None:
+            shown = f"measured {format_bytes(value)}"
+        lines.append(f"{strategy:>6}: predicted {format_bytes(predicted[strategy])}, {shown}")
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    names = list(BACKWARD_STRATEGIES)
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [predicted[s] / 2**20 for s in names], 0.4, label="model")
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [(measured[s] or 0) / 2**20 for s in names],
+        0.4,
+        label="measured",
+    )
+    ax.set_xticks(list(xs), names)
+    ax.set_xlabel("backward strategy")
+    ax.set_ylabel("peak extra memory (MiB)")
+    ax.set_yscale("log")
+    ax.set_title(f"n = {n}, nnz = {nnz}, p = {p}")
+    ax.legend()
+    fig.tight_layout()
+    return MemoryReport({"n": n, "nnz": nnz, "p": p}, predicted, measured, "\n".join(lines), fig)
+
+
+def memory_explorer(n: int = 2000, density: float = 0.001, p: int = 32) -> Any:
+    """Sliders for ``n``, density and ``p`` over :func:`memory_report`.
+
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):     # the callback prints and plots
+    ...     explorer = memory_explorer(n=200, density=0.01, p=4)
+    ...     explorer.children[2].value = 8
+    >>> explorer.result.case["p"]
+    8
+    """
+    import ipywidgets as w
+
+    def show(n: int, density: float, p: int) -> MemoryReport:
+        report = memory_report(n, density, p)
+        print(report.text)
+        _show_and_close(report.figure)
+        return report
+
+    return w.interactive(
+        show,
+        n=w.IntSlider(value=n, min=100, max=20_000, step=100, description="size n"),
+        density=w.FloatLogSlider(value=density, base=10, min=-5, max=-1, description="density"),
+        p=w.IntSlider(value=p, min=1, max=256, description="columns p"),
+    )
