@@ -256,9 +256,13 @@ def _ours(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
         p=p,
         dtype=d.dtype,
     )
+    # A CSR input's pattern expands its rows on first use (cached on the pattern): the
+    # gather and dense strategies need them here, the sddmm kernel only at the transpose.
+    rows = {"pattern expanded rows": Z * pat_i} if d.layout == "csr" else {}
+    early_rows = rows if impl != "sddmm" else {}
     sampled = MemoryBreakdown(
         f"sampled product (backward={impl!r})",
-        {**kept, **s, "sampled-product workspace": workspace},
+        {**kept, **early_rows, **s, "sampled-product workspace": workspace},
     )
     # Transpose of the pattern (SparsityPattern.transpose), int32 indices when they fit: a
     # CSR input first expands its rows (cached on the pattern); then a stable sort of int32
@@ -267,7 +271,6 @@ def _ours(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
     # its columns are the rows gathered by perm, and both stay cached with perm.
     fits = max(M, N, Z) < 2**31
     t_i = 4 if fits else 8
-    rows = {"pattern expanded rows": Z * pat_i} if d.layout == "csr" else {}
     keys = {"sort keys": Z * t_i} if pat_i != t_i else {}
     sort = MemoryBreakdown(
         "transpose: sort",

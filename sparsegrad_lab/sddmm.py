@@ -108,16 +108,19 @@ def sampled_product(
 def _dense_then_mask(pattern: SparsityPattern, G: Tensor, B: Tensor) -> Tensor:
     b, (n, m) = pattern.batch, pattern.block_shape
     dense = torch.matmul(G.view(b, n, -1), B.view(b, m, -1).mH)  # (b, n, m): the O(nm) step
-    row, col = pattern.row.long(), pattern.col.long()
-    item = row // n
-    flat = item * (n * m) + (row - item * n) * m + (col - item * m)
-    return dense.reshape(-1)[flat]
+    # Entry (t n + i, t m + j) sits at t n m + i m + j = row * m + col - t m of the flat
+    # (b, n, m) product; built in place so a single int64 index per entry is alive.
+    flat = pattern.row.to(torch.int64, copy=True).mul_(m).add_(pattern.col)
+    if b > 1:
+        flat.sub_(torch.div(pattern.row, n, rounding_mode="floor").mul_(m))
+    return dense.view(-1).index_select(0, flat)
 
 
 def _gather_rows(pattern: SparsityPattern, G: Tensor, B: Tensor, start: int, stop: int) -> Tensor:
     rows = G.index_select(0, pattern.row[start:stop])
     cols = B.index_select(0, pattern.col[start:stop])
-    return (rows * cols.conj()).sum(-1)
+    # Conjugated in place: multiplying by a lazy conj() view would copy it first.
+    return (rows * cols.conj_physical_()).sum(-1)
 
 
 def _chunked_gather(pattern: SparsityPattern, G: Tensor, B: Tensor) -> Tensor:
@@ -141,7 +144,8 @@ def sampled_product_workspace_bytes(
 ) -> int:
     """Predicted peak temporaries of :func:`sampled_product`, output excluded, in bytes.
 
-    ``"dense"``: the ``b n m`` product plus an int64 flat index per entry;
+    ``"dense"``: the ``b n m`` product plus an int64 flat index per entry (and the
+    entries' batch items, for a batch);
     ``"gather"``: three ``nnz x p`` blocks (two gathered operands and their product);
     ``"sddmm"``: a zero template and a copy of the indices (sampled_addmm) or three
     chunk-sized blocks (chunked gather), whichever the dtype uses.
@@ -153,7 +157,7 @@ def sampled_product_workspace_bytes(
     elem = torch.empty(0, dtype=dtype).element_size()
     n, m = block_shape
     if strategy == "dense":
-        return batch * n * m * elem + nnz * 8
+        return batch * n * m * elem + nnz * 8 * (2 if batch > 1 else 1)
     if strategy == "gather":
         return 3 * nnz * p * elem
     if dtype in _SAMPLED_ADDMM_DTYPES:

@@ -177,7 +177,7 @@ def test_check_fits_refuses_with_the_sizes_in_the_message() -> None:
         mem.check_fits(need, what=what)
     message = str(info.value)
     assert "dense: A 100000 x 100000 (csr, nnz=1000000), p=64, float32" in message
-    assert "would need 37.29 GiB" in message
+    assert "would need 37.30 GiB" in message
     assert "budget 512.00 MiB" in message
     assert info.value.needed_bytes == need
     assert info.value.budget_bytes == mem.DEFAULT_BUDGET_BYTES

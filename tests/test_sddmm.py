@@ -238,7 +238,8 @@ def _workspace(
 def test_workspace_formulas(dtype: torch.dtype) -> None:
     elem = torch.empty(0, dtype=dtype).element_size()
     kw = {"batch": 3, "block_shape": (10, 20), "nnz": 50, "p": 8, "dtype": dtype}
-    assert _workspace("dense", **kw) == 3 * 10 * 20 * elem + 50 * 8  # type: ignore[arg-type]
+    # batched: an int64 flat index and the entries' batch items
+    assert _workspace("dense", **kw) == 3 * 10 * 20 * elem + 2 * 50 * 8  # type: ignore[arg-type]
     assert _workspace("gather", **kw) == 3 * 50 * 8 * elem  # type: ignore[arg-type]
     sddmm_bytes = _workspace("sddmm", **kw)  # type: ignore[arg-type]
     if dtype in HALF_DTYPES:  # chunked gather: the whole of nnz fits in one chunk here
