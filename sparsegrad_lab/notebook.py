@@ -61,9 +61,7 @@ def setup(seed: int = 0) -> str:
     try:
         import matplotlib as mpl
 
-        mpl.rcParams.update(
-            {"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10}
-        )
+        mpl.rcParams.update({"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10})
     except ImportError:
         pass
     torch_version = torch.__version__.split("+")[0]

@@ -125,9 +125,7 @@ class SparsityPattern:
         fits_int32 = max(self.batch * max(n, m), self.nnz) < 2**31
         index_dtype = torch.int32 if fits_int32 else torch.int64
         row_t, perm = torch.sort(self.col.to(index_dtype), stable=True)
-        crow_t = torch._convert_indices_from_coo_to_csr(
-            row_t, self.batch * m, out_int32=fits_int32
-        )
+        crow_t = torch._convert_indices_from_coo_to_csr(row_t, self.batch * m, out_int32=fits_int32)
         transposed = SparsityPattern(
             crow=crow_t,
             col=self.row[perm].to(index_dtype),
