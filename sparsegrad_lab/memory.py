@@ -888,12 +888,14 @@ def measure_peak_bytes(fn: Callable[[], object], device: Any = "cpu") -> int:
     from torch.profiler import ProfilerActivity, profile
 
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    # fd 2 stays silenced throughout: besides kineto's start/stop lines, torch prints a
+    # timestamped C++ warning when fn frees a block allocated before profiling started
+    # (e.g. zero_grad() on existing gradients); such a free is simply not counted.
     with _quiet_fd2():
         prof.__enter__()
-    try:
-        fn()
-    finally:
-        with _quiet_fd2():
+        try:
+            fn()
+        finally:
             prof.__exit__(None, None, None)
     # The raw (kineto) events keep every allocation; prof.events() folds them into ops.
     raw: list[Any] = prof.profiler.kineto_results.events()  # type: ignore[union-attr]

@@ -6,6 +6,8 @@ the lessons' outputs stay reproducible (same seeds, same figure size, no stray w
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import warnings
 from importlib.metadata import version
@@ -30,11 +32,29 @@ def binder_url(notebook: str) -> str:
     return f"https://mybinder.org/v2/gh/{BINDER_REPO}/HEAD?urlpath=lab/tree/notebooks/{notebook}"
 
 
+def _cpu_quota() -> int:
+    """CPUs this process may use: the cgroup v2 quota if one is set, else the CPU affinity.
+
+    >>> _cpu_quota() >= 1
+    True
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:
+            quota, period = limit.read().split()
+        if quota != "max":
+            cpus = min(cpus or 1, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus or 1)
+
+
 def setup(seed: int = 0) -> str:
     """Seed every generator, set plotting defaults, silence torch's sparse notices.
 
-    * ``random``, numpy (if installed) and torch are seeded with ``seed``; torch is held to
-      deterministic algorithms where it has them, and to the thread count it found.
+    * ``random``, numpy (if installed) and torch are seeded with ``seed``; torch's threads
+      are capped at the container's CPU quota (Binder's cgroup limit), which torch does not
+      see: oversubscribed threads made small steps twenty times slower.
     * torch's one-time "Sparse CSR tensor support is in beta state" warning is filtered at
       its source (its text carries a per-run path, so it would never match a saved output),
       and sparse invariant checks are explicitly switched off, which answers torch's "checks
@@ -50,6 +70,7 @@ def setup(seed: int = 0) -> str:
     """
     random.seed(seed)
     torch.manual_seed(seed)
+    torch.set_num_threads(min(torch.get_num_threads(), _cpu_quota()))
     try:
         import numpy
 
