@@ -469,7 +469,7 @@ def run_benchmark(
     for case in cases:
         key = (case.n, case.m, case.nnz, case.p, case.batch, case.dtype, case.device, case.seed)
         groups.setdefault(key, []).append(case)
-    bar = _progress_bar(len(cases) * len(impls) * (repeats + 1), progress)
+    bar = progress_bar(len(cases) * len(impls) * (repeats + 1), progress)
     results: dict[tuple[int, str], Result] = {}
     bw_by_device: dict[str, float] = {}
     try:
@@ -584,6 +584,8 @@ def _measure_memory(
 
 
 class _NoBar:
+    """Stands in for a tqdm bar when none is wanted (or tqdm is not installed)."""
+
     def update(self, n: int) -> None:
         pass
 
@@ -594,14 +596,21 @@ class _NoBar:
         pass
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
+def progress_bar(total: int, enabled: bool, desc: str = "bench", unit: str = "run") -> Any:
+    """A tqdm bar of ``total`` steps, or a silent stand-in when disabled or unavailable.
+
+    tqdm is imported only here, when a bar is asked for.
+
+    >>> bar = progress_bar(3, enabled=False)
+    >>> bar.update(1); bar.close()
+    """
     if not enabled:
         return _NoBar()
     try:
         from tqdm.auto import tqdm
     except ModuleNotFoundError:
         return _NoBar()
-    return tqdm(total=total, desc="bench", unit="run", leave=True)
+    return tqdm(total=total, desc=desc, unit=unit, leave=True)
 
 
 # -------------------------------------------------------------------------- reporting

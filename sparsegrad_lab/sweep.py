@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import torch
 
-from .bench import time_case
+from .bench import progress_bar, time_case
 from .errors import InputValueError
 from .memory import (
     DEFAULT_BUDGET_BYTES,
@@ -417,7 +417,7 @@ def sweep(
         budget=budget,
         repeats=repeats,
     )
-    bar = _progress_bar(len(cases) * len(impls), progress, f"sweep {parameter}")
+    bar = progress_bar(len(cases) * len(impls), progress, f"sweep {parameter}", unit="case")
     try:
         for case in cases:
             sizes = {k: case[k] for k in ("n", "m", "nnz", "p", "layout", "dtype")}
@@ -448,24 +448,3 @@ def sweep(
     finally:
         bar.close()
     return result
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix_str(self, s: str, refresh: bool = True) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    try:  # tqdm is optional: imported only when a bar is asked for
-        from tqdm.auto import tqdm
-    except ModuleNotFoundError:
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="case", leave=True)
