@@ -150,6 +150,19 @@ def available_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def _refuse_if_output_cannot_fit(pattern: SparsityPattern, p: int, dtype: torch.dtype) -> None:
+    needed = pattern.shape[0] * p * torch.empty(0, dtype=dtype).element_size()
+    available = available_memory_bytes(pattern.device)
+    if needed > available:
+        raise MemoryBudgetError(
+            f"sparse_mm: the result C of {pattern.shape[0]} x {p} would need "
+            f"{format_bytes(needed)}, but only {format_bytes(available)} is available on "
+            f"{pattern.device}; use fewer rows or columns, or split B's columns",
+            needed_bytes=needed,
+            budget_bytes=available,
+        )
+
+
 def _refuse_if_backward_cannot_fit(
     pattern: SparsityPattern, p: int, dtype: torch.dtype, strategy: BackwardStrategy
 ) -> None:
@@ -208,7 +221,8 @@ def sparse_mm(A: Tensor, B: Tensor, *, backward: BackwardStrategy = "sddmm") -> 
     InputTypeError, InputValueError
         For inputs it cannot multiply; the message names the argument and what was expected.
     MemoryBudgetError
-        If the chosen backward's temporaries would not fit in the device's free memory.
+        If the result, or the chosen backward's temporaries, would not fit in the device's
+        available memory (checked before anything is allocated).
 
     Examples
     --------
@@ -229,6 +243,7 @@ def sparse_mm(A: Tensor, B: Tensor, *, backward: BackwardStrategy = "sddmm") -> 
     check_sparse_mm_inputs(A, B, backward)
     pattern, values = pattern_and_values(A)
     p = B.shape[-1]
+    _refuse_if_output_cannot_fit(pattern, p, B.dtype)
     if values.requires_grad and torch.is_grad_enabled():
         _refuse_if_backward_cannot_fit(pattern, p, B.dtype, backward)
     if A.dim() == 2:

@@ -855,6 +855,14 @@ def test_memory_guard_only_when_A_needs_a_gradient(
     assert not C.requires_grad
 
 
+def test_memory_guard_refuses_a_result_that_cannot_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ops, "available_memory_bytes", lambda device: 1000)
+    A = torch.eye(300, dtype=torch.float64).to_sparse()
+    B = torch.ones(300, 4, dtype=torch.float64)  # C needs 300 * 4 * 8 = 9600 bytes
+    with pytest.raises(MemoryBudgetError, match=r"result C of 300 x 4 would need 9.38 KiB"):
+        sparse_mm(A, B)
+
+
 def test_available_memory_is_positive() -> None:
     assert ops.available_memory_bytes(torch.device("cpu")) > 0
 
