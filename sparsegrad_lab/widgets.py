@@ -19,18 +19,11 @@ import torch
 from torch import Tensor
 
 from .errors import InputValueError, MemoryBudgetError, format_bytes
-from .memory import (
-    DEFAULT_BUDGET_BYTES,
-    describe_case,
-    guarded,
-    implementation,
-    make_case_inputs,
-    measure_peak_bytes,
-    predict_peak_bytes,
-)
+from .memory import DEFAULT_BUDGET_BYTES
 from .patterns import PATTERNS, make_pattern, storage_bytes
 from .plots import plot_gradient_entry, spy
 from .sddmm import BACKWARD_STRATEGIES
+from .sweep import sweep
 
 __all__ = [
     "EntryReport",
@@ -279,32 +272,28 @@ def memory_report(
     """
     import matplotlib.pyplot as plt
 
-    nnz = max(1, round(density * n * n))
-    spec = {"n": n, "m": n, "nnz": nnz, "p": p, "layout": "csr"}
-    predicted: dict[str, int] = {
-        s: predict_peak_bytes(s, n=n, m=n, nnz=nnz, p=p, layout="csr") for s in BACKWARD_STRATEGIES
-    }
-    measured: dict[str, int | None] = {}
+    # One point of the lessons' sweep: the same predict, guard and measure path (warm-up
+    # included) that the sweeps in 03_memory_savings use.
+    point = sweep(
+        "n",
+        [n],
+        base={"density": density, "p": p, "layout": "csr"},
+        impls=BACKWARD_STRATEGIES,
+        measure=measure,
+        repeats=1,
+        budget=budget,
+        progress=False,
+    )
+    nnz = point.cases[0]["nnz"]
+    predicted: dict[str, int] = {s: point.predicted[s][0] for s in BACKWARD_STRATEGIES}
+    measured: dict[str, int | None] = {s: point.measured[s][0] for s in BACKWARD_STRATEGIES}
     lines = []
-    for strategy in BACKWARD_STRATEGIES:
-        what = describe_case(strategy, n=n, m=n, nnz=nnz, p=p)
-
-        def run(strategy: str = strategy) -> int:
-            A, B, G = make_case_inputs({**spec, "impl": strategy})  # type: ignore[typeddict-item]
-            fn = implementation(strategy)
-            return measure_peak_bytes(lambda: fn(A, B).backward(G))
-
-        outcome = (
-            guarded(run, predicted_bytes=predicted[strategy], what=what, budget=budget)
-            if measure
-            else None
-        )
-        value = None if outcome is None else outcome.value
-        measured[strategy] = value
-        shown = "refused by the guard" if outcome and outcome.refused else "not measured"
+    for s in BACKWARD_STRATEGIES:
+        shown = "refused by the guard" if point.refused[s][0] else "not measured"
+        value = measured[s]
         if value is not None:
             shown = f"measured {format_bytes(value)}"
-        lines.append(f"{strategy:>6}: predicted {format_bytes(predicted[strategy])}, {shown}")
+        lines.append(f"{s:>6}: predicted {format_bytes(predicted[s])}, {shown}")
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     names = list(BACKWARD_STRATEGIES)
