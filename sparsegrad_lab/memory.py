@@ -551,21 +551,26 @@ def predict_peak_bytes(
     ``"sddmm"``, ``"gather"``, ``"dense"`` (:func:`sparsegrad_lab.sparse_mm`):
 
     * the pattern, kept by the graph while ``C`` lives: COO :math:`(N+1)\,8` row
-      pointers; CSR :math:`2 Z i` (``torch._convert_indices_from_csr_to_coo`` returns both
-      rows of a ``(2, Z)`` tensor, and the row view keeps both alive);
+      pointers (plus :math:`16 Z` block-diagonal indices for a batch); a 2-D CSR input's
+      pattern is ``A``'s own indices (a batch: :math:`(N+1)i + Z i`), and its expanded rows
+      (:math:`Z i`) appear on first use -- at the sampled product for ``"gather"`` and
+      ``"dense"``, at the transpose for ``"sddmm"``;
     * forward spmm: ``C``, and on CPU a second result of ``C``'s size (torch computes
       into a temporary and copies) plus int32 copies of int64 indices for MKL,
       :math:`(N+1)\,4 + 4 Z`;
     * the sampled product: the values :math:`Z e` plus the strategy's workspace,
       :func:`sparsegrad_lab.sddmm.sampled_product_workspace_bytes` -- 0 for ``"sddmm"``
       (``sampled_addmm`` writes in place), :math:`3 Z p e` for ``"gather"`` (two gathered
-      blocks and their product), :math:`b n m e + 8 Z` for ``"dense"``;
-    * the transpose of the pattern (for ``B.grad``): an argsort of int32 keys
-      (:math:`4 Z` key copy when the indices are int64, then :math:`20 Z` inside the sort)
-      leaving ``perm`` :math:`8 Z`, rows and columns :math:`2 Z i` and row pointers
-      :math:`(M+1)\,i`, all cached while ``C`` lives;
+      blocks and their product), :math:`b n m e + 8 Z` for ``"dense"`` (:math:`16 Z` for a
+      batch);
+    * the transpose of the pattern (for ``B.grad``), in int32 indices when they fit: a
+      sort of the column keys (a :math:`4 Z` key copy unless they are int32 already, then
+      :math:`20 Z` inside the sort), leaving ``perm`` :math:`8 Z`, rows and columns
+      :math:`8 Z` and row pointers :math:`4 (M+1)`, all cached while ``C`` lives (int64
+      throughout when the indices do not fit in int32);
     * ``B.grad = Aᴴ G``: the permuted values :math:`Z e` (twice for complex: the
-      conjugate is materialised), ``B.grad``, and the same spmm temporaries as the forward;
+      conjugate is materialised), ``B.grad``, and the spmm's result temporary (its int32
+      indices need no copy for MKL);
     * ``A.grad``: the clone described above.
 
     ``"torch_coo"``: forward as above without index copies; backward forms the dense
@@ -587,10 +592,10 @@ def predict_peak_bytes(
     :math:`(N+1)8 + Z(8+e)`), build it through per-item copies (COO about
     :math:`Z(16+e) + 48 Z`), and hold the re-stacked ``A.grad`` while ``B.grad`` is made.
 
-    Not covered by the tolerance below: complex dtypes (the conjugate copies are only
-    partly modelled: ``"gather"`` misses one :math:`Z p e` block, ``"torch_csr"`` about
-    :math:`2 Z e`) and CUDA, whose kernels allocate differently (cuSPARSE and CUB
-    workspaces, no CPU copies); there the prediction is a guide.
+    Not covered by the tolerance below: complex dtypes for the torch implementations
+    (``"torch_csr"`` misses about :math:`2 Z e` of conjugate copies) and CUDA, whose
+    kernels allocate differently (cuSPARSE and CUB workspaces, no CPU copies); there the
+    prediction is a guide.
 
     Parameters
     ----------
