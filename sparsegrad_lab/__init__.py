@@ -11,7 +11,8 @@ torch.Size([3, 4])
 
 from .batching import sparse_block_diag, sparse_block_diag_split, stack_csr
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, SparseGradLabError
-from .ops import SampledProduct, SparseMatMul, sparse_mm
+from .ops import SampledProduct, SparseMatMul, sparse_mm, sparsity_pattern
+from .pattern import SparsityPattern
 from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
 
 __version__ = "0.1.0"
@@ -25,9 +26,11 @@ __all__ = [
     "SampledProduct",
     "SparseGradLabError",
     "SparseMatMul",
+    "SparsityPattern",
     "__version__",
     "sparse_block_diag",
     "sparse_block_diag_split",
     "sparse_mm",
+    "sparsity_pattern",
     "stack_csr",
 ]

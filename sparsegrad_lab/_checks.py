@@ -40,32 +40,13 @@ A.to_sparse() or A.to_sparse_csr()
         raise InputTypeError(f"sparse_mm: A must be a sparse torch.Tensor, got {_kind(A)}")
     if not isinstance(B, Tensor):
         raise InputTypeError(f"sparse_mm: B must be a dense torch.Tensor, got {_kind(B)}")
-    if A.layout == torch.strided:
-        raise InputTypeError(
-            "sparse_mm: A must be sparse (torch.sparse_coo or torch.sparse_csr), got a dense "
-            f"(strided) tensor of shape {tuple(A.shape)}; convert it with A.to_sparse() or "
-            "A.to_sparse_csr()"
-        )
-    if A.layout not in _SUPPORTED_LAYOUTS:
-        raise InputTypeError(
-            f"sparse_mm: A has layout {A.layout}; expected torch.sparse_coo or "
-            "torch.sparse_csr (convert it with A.to_sparse_csr())"
-        )
+    _check_layout_of_A(A, "sparse_mm")
     if B.layout != torch.strided:
         raise InputTypeError(
             f"sparse_mm: B must be a dense (strided) tensor, got layout {B.layout}; "
             "convert it with B.to_dense()"
         )
-    if A.dim() not in (2, 3):
-        raise InputValueError(
-            f"sparse_mm: A must be 2-D (n, m) or batched 3-D (b, n, m), got shape {tuple(A.shape)}"
-        )
-    if A.dense_dim() != 0:
-        raise InputValueError(
-            f"sparse_mm: A is a hybrid sparse tensor (sparse_dim={A.sparse_dim()}, "
-            f"dense_dim={A.dense_dim()}); expected scalar values (dense_dim=0), e.g. "
-            f"a sparse tensor with sparse_dim={A.dim()}"
-        )
+    _check_shape_of_A(A, "sparse_mm")
     if B.dim() != A.dim():
         expected = "(m, p)" if A.dim() == 2 else "(b, m, p)"
         raise InputValueError(
@@ -101,4 +82,48 @@ A.to_sparse() or A.to_sparse_csr()
         raise InputTypeError(
             f"sparse_mm: {A.dtype} is supported on CUDA only (torch's {A.device.type} sparse "
             "kernels have no half-precision matmul); use float32 on this device"
+        )
+
+
+def check_sparse_matrix(A: Any, where: str) -> None:
+    """Raise unless ``A`` is a sparse COO/CSR tensor of shape ``(n, m)`` or ``(b, n, m)``.
+
+    ``where`` names the caller in the message.
+
+    >>> check_sparse_matrix(torch.ones(2, 2, 2, 2).to_sparse(), "sparsity_pattern")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: sparsity_pattern: A must be 2-D (n, m) or \
+batched 3-D (b, n, m), got shape (2, 2, 2, 2)
+    """
+    if not isinstance(A, Tensor):
+        raise InputTypeError(f"{where}: A must be a sparse torch.Tensor, got {_kind(A)}")
+    _check_layout_of_A(A, where)
+    _check_shape_of_A(A, where)
+
+
+def _check_layout_of_A(A: Tensor, where: str) -> None:
+    if A.layout == torch.strided:
+        raise InputTypeError(
+            f"{where}: A must be sparse (torch.sparse_coo or torch.sparse_csr), got a dense "
+            f"(strided) tensor of shape {tuple(A.shape)}; convert it with A.to_sparse() or "
+            "A.to_sparse_csr()"
+        )
+    if A.layout not in _SUPPORTED_LAYOUTS:
+        raise InputTypeError(
+            f"{where}: A has layout {A.layout}; expected torch.sparse_coo or "
+            "torch.sparse_csr (convert it with A.to_sparse_csr())"
+        )
+
+
+def _check_shape_of_A(A: Tensor, where: str) -> None:
+    if A.dim() not in (2, 3):
+        raise InputValueError(
+            f"{where}: A must be 2-D (n, m) or batched 3-D (b, n, m), got shape {tuple(A.shape)}"
+        )
+    if A.dense_dim() != 0:
+        raise InputValueError(
+            f"{where}: A is a hybrid sparse tensor (sparse_dim={A.sparse_dim()}, "
+            f"dense_dim={A.dense_dim()}); expected scalar values (dense_dim=0), e.g. "
+            f"a sparse tensor with sparse_dim={A.dim()}"
         )

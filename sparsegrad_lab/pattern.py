@@ -26,7 +26,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-__all__ = ["SparsityPattern", "csr_tensor", "pattern_and_values"]
+__all__ = ["SparsityPattern", "csr_tensor", "pattern_and_values", "pattern_mismatch"]
 
 
 def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
@@ -60,6 +60,9 @@ class SparsityPattern:
         ``(n, m)``, the shape of one block; the whole matrix is ``(b n, b m)``.
     _row : Tensor, optional
         Row of each entry, if already at hand; see :attr:`row`.
+    _source : _Source, optional
+        The layout, shape and index tensors of the ``A`` it was built from, so that a kept
+        pattern can be checked against a later ``A`` (:func:`pattern_mismatch`).
 
     Examples
     --------
@@ -78,6 +81,7 @@ class SparsityPattern:
     # The expanded rows, when the caller already has them (COO input, the transpose);
     # otherwise :attr:`row` expands ``crow`` on first use -- the default CSR path never does.
     _row: Tensor | None = field(default=None, repr=False)
+    _source: _Source | None = field(default=None, repr=False)
 
     @cached_property
     def row(self) -> Tensor:
@@ -137,6 +141,71 @@ class SparsityPattern:
 
 
 @dataclass(frozen=True, eq=False)
+class _Source:
+    """What a pattern was built from: ``A``'s layout, shape and index tensors.
+
+    COO: the coalesced ``indices()``; CSR: ``crow_indices()`` and ``col_indices()``. For
+    a 2-D CSR input these are the pattern's own tensors, so keeping them costs nothing.
+    """
+
+    layout: torch.layout
+    shape: tuple[int, ...]
+    indices: tuple[Tensor, ...]
+
+
+def _index_tensors(A: Tensor) -> tuple[Tensor, ...]:
+    if A.layout == torch.sparse_coo:
+        return (A.indices(),)
+    return (A.crow_indices(), A.col_indices())
+
+
+_INDEX_NAMES = {
+    torch.sparse_coo: ("indices()",),
+    torch.sparse_csr: ("crow_indices()", "col_indices()"),
+}
+
+
+def pattern_mismatch(pattern: SparsityPattern, A: Tensor) -> str | None:
+    """Why ``pattern`` is not the pattern of ``A`` (coalesced, if COO), or ``None`` if it is.
+
+    A kept pattern may only serve an ``A`` with exactly the indices it was built from:
+    same layout, shape, device, index dtype and values of every index. Comparing the
+    indices costs one pass over them -- far less than rebuilding the pattern.
+
+    >>> A = torch.eye(3).to_sparse_csr()
+    >>> pattern, _ = pattern_and_values(A)
+    >>> pattern_mismatch(pattern, torch.eye(3).to_sparse_csr()) is None
+    True
+    >>> pattern_mismatch(pattern, torch.ones(3, 3).to_sparse_csr())
+    'it has 9 stored entries per matrix, but the pattern was built from 3'
+    >>> pattern_mismatch(pattern, torch.eye(3).flip(0).to_sparse_csr())
+    'its col_indices() differ from those the pattern was built from'
+    """
+    source = pattern._source
+    if source is None:
+        return "the pattern was not built from a sparse tensor (a derived pattern cannot be kept)"
+    if A.layout != source.layout:
+        return f"its layout is {A.layout}, but the pattern was built from a {source.layout} tensor"
+    if tuple(A.shape) != source.shape:
+        return f"its shape is {tuple(A.shape)}, but the pattern was built for shape {source.shape}"
+    if A.device != pattern.device:
+        return f"it is on {A.device}, but the pattern is on {pattern.device}"
+    mine = _index_tensors(A)
+    if mine[-1].shape != source.indices[-1].shape:  # COO (dims, nnz); CSR col ([b,] nnz)
+        return (
+            f"it has {mine[-1].shape[-1]} stored entries per matrix, but the pattern was "
+            f"built from {source.indices[-1].shape[-1]}"
+        )
+    names = _INDEX_NAMES[A.layout]
+    for name, index, kept in zip(names, mine, source.indices, strict=True):
+        if index.dtype != kept.dtype:
+            return f"its {name} are {index.dtype}, but the pattern was built from {kept.dtype}"
+        if not torch.equal(index, kept):
+            return f"its {name} differ from those the pattern was built from"
+    return None
+
+
+@dataclass(frozen=True, eq=False)
 class TransposedPattern:
     """``Aᵀ``'s pattern together with the permutation from ``A``'s value order to it."""
 
@@ -144,7 +213,9 @@ class TransposedPattern:
     perm: Tensor
 
 
-def pattern_and_values(A: Tensor) -> tuple[SparsityPattern, Tensor]:
+def pattern_and_values(
+    A: Tensor, kept: SparsityPattern | None = None
+) -> tuple[SparsityPattern, Tensor]:
     """Split a validated sparse ``A`` into its CSR-ordered pattern and its values.
 
     The values stay attached to autograd: a gradient that reaches them flows back into
@@ -157,6 +228,10 @@ def pattern_and_values(A: Tensor) -> tuple[SparsityPattern, Tensor]:
     ----------
     A : Tensor
         Sparse COO or CSR, shape ``(n, m)`` or ``(b, n, m)``, already validated.
+    kept : SparsityPattern, optional
+        A pattern built earlier from an ``A`` with the same indices: it is returned as it
+        is (with its cached transpose) instead of a new one. The caller checks the match
+        first with :func:`pattern_mismatch`.
 
     Returns
     -------
@@ -177,6 +252,10 @@ def pattern_and_values(A: Tensor) -> tuple[SparsityPattern, Tensor]:
     b, n, m = A.shape if batched else (1, *A.shape)
     if A.layout == torch.sparse_coo:
         A = A.coalesce()
+    source = _Source(A.layout, tuple(A.shape), _index_tensors(A))
+    if kept is not None:
+        return kept, A.values().reshape(-1)
+    if A.layout == torch.sparse_coo:
         indices, values = A.indices(), A.values()
         if batched:
             item = indices[0]
@@ -184,7 +263,7 @@ def pattern_and_values(A: Tensor) -> tuple[SparsityPattern, Tensor]:
         else:
             row, col = indices[0], indices[1]
         crow = torch._convert_indices_from_coo_to_csr(row, b * n)
-        return SparsityPattern(crow, col, b, (n, m), _row=row), values
+        return SparsityPattern(crow, col, b, (n, m), _row=row, _source=source), values
 
     crow, col, values = A.crow_indices(), A.col_indices(), A.values()
     if batched:
@@ -201,4 +280,4 @@ def pattern_and_values(A: Tensor) -> tuple[SparsityPattern, Tensor]:
         )
         col = (col.to(index_dtype) + item * m).reshape(-1)
         values = values.reshape(-1)
-    return SparsityPattern(crow, col, b, (n, m)), values
+    return SparsityPattern(crow, col, b, (n, m), _source=source), values

@@ -45,6 +45,7 @@ from sparsegrad_lab import (
     SampledProduct,
     SparseMatMul,
     sparse_mm,
+    sparsity_pattern,
 )
 from sparsegrad_lab.errors import format_bytes
 from sparsegrad_lab.pattern import pattern_and_values
@@ -870,4 +871,5 @@ def test_available_memory_is_positive() -> None:
 def test_public_api() -> None:
     assert sparsegrad_lab.sparse_mm is sparse_mm
     assert set(sparsegrad_lab.BACKWARD_STRATEGIES) == {"sddmm", "gather", "dense"}
-    assert sparse_mm.__kwdefaults__ == {"backward": "sddmm"}
+    assert sparse_mm.__kwdefaults__ == {"backward": "sddmm", "pattern": None}
+    assert sparsegrad_lab.sparsity_pattern is sparsity_pattern
