@@ -198,7 +198,7 @@ def _bench(args: argparse.Namespace) -> int:
     )
     print(bench.format_table(results))
     print()
-    print(bench.format_headline(bench.headline(results)))
+    print(bench.format_headline(bench.headlines(results)))
     meta = bench.machine_info(device, bandwidth=bandwidth)
     meta.update(
         {

@@ -13,6 +13,9 @@ For every case (sizes, layout, dtype, device) and every implementation of
 * the ratio to a floor, from :func:`floor`: the bytes that must move at least and the
   flops, turned into a time floor with this machine's measured copy bandwidth.
 
+``"sddmm_kept"`` keeps the pattern its first call builds (a warm-up run, unless
+``warmup=0``), as a training loop over a fixed pattern would.
+
 A case whose predicted peak does not fit in the machine's free memory is reported as
 "would need X GiB" and not run. ``python -m sparsegrad_lab bench --help`` runs it from
 the command line; :func:`run_benchmark` from Python.
@@ -69,6 +72,7 @@ __all__ = [
     "format_headline",
     "format_table",
     "headline",
+    "headlines",
     "impl_unavailable_reason",
     "load_results",
     "machine_info",
@@ -492,6 +496,8 @@ def run_benchmark(
                 id(case): make_case_inputs(case.spec("sddmm"))
                 for case in {id(c): c for c, _, _ in runnable}.values()
             }
+            # One function per pair, kept for all its runs: "sddmm_kept" holds its pattern.
+            fns = {(id(case), impl): implementation(impl) for case, impl, _ in runnable}
             for k in range(-warmup, repeats):  # negative k: warm-up runs, not recorded
                 for case, impl, result in runnable:
                     if result.status != "ok":
@@ -499,7 +505,7 @@ def run_benchmark(
                     step = f"warm-up {k + warmup + 1}/{warmup}" if k < 0 else f"run {k + 1}"
                     bar.set_postfix_str(f"{step} {impl} {case.label()}")
                     try:
-                        fwd, bwd = _time_once(implementation(impl), *inputs[id(case)])
+                        fwd, bwd = _time_once(fns[(id(case), impl)], *inputs[id(case)])
                     except Exception as exc:  # keep the other pairs' results
                         result.status, result.reason = "error", f"{type(exc).__name__}: {exc}"
                         bar.update(repeats + 1)
@@ -512,9 +518,10 @@ def run_benchmark(
                 if result.status != "ok":
                     continue
                 bar.set_postfix_str(f"memory {impl} {case.label()}")
-                _measure_memory(result, inputs[id(case)], bw, threads, fresh_process)
+                fn = fns[(id(case), impl)]
+                _measure_memory(result, fn, inputs[id(case)], bw, threads, fresh_process)
                 bar.update(1)
-            del inputs
+            del inputs, fns
     finally:
         bar.close()
     return [results[(id(case), impl)] for case in cases for impl in impls]
@@ -533,7 +540,10 @@ def _plan(case: Case, impl: str, limit: int) -> Result:
         n=case.n, m=case.m, nnz=case.nnz, p=case.p, batch=case.batch, dtype=case.dtype
     )
     result.floor = floor(case)
-    need = result.predicted_bytes + _input_bytes(case)
+    # "sddmm_kept"'s first call builds the pattern it keeps: it is "sddmm"'s call.
+    first_call = "sddmm" if impl == "sddmm_kept" else impl
+    need = predict_peak_bytes(first_call, **case.sizes(), device=case.device)
+    need += _input_bytes(case)
     if need > limit:
         result.status = "would_need"
         result.reason = (
@@ -545,6 +555,7 @@ def _plan(case: Case, impl: str, limit: int) -> Result:
 
 def _measure_memory(
     result: Result,
+    fn: Callable[[Tensor, Tensor], Tensor],
     inputs: tuple[Tensor, Tensor, Tensor],
     bandwidth: float,
     threads: int | None,
@@ -562,7 +573,6 @@ def _measure_memory(
         result.time_over_floor = result.fwdbwd_ms / 1e3 / (result.floor["bytes_fwdbwd"] / bandwidth)
         result.gflops = result.floor["flops_fwdbwd"] / (result.fwdbwd_ms / 1e3) / 1e9
         A, B, G = inputs
-        fn = implementation(impl)
         device = torch.device(case.device)
 
         def step() -> None:
@@ -615,6 +625,9 @@ def progress_bar(total: int, enabled: bool, desc: str = "bench", unit: str = "ru
 
 # -------------------------------------------------------------------------- reporting
 
+_KEPT_AIM = "issue 4 (aim), pattern kept"
+_KEPT = "issue 4, pattern kept"
+
 #: The targets the issues set, as ``(device type, n, nnz, p, numerator, reference, metric,
 #: bound, source)``; ``metric`` is ``"bwd_ms"``, ``"fwdbwd_ms"`` or ``"peak_extra_bytes"``.
 TARGETS: list[tuple[str, int, int, int, str, str, str, float, str]] = [
@@ -628,6 +641,12 @@ TARGETS: list[tuple[str, int, int, int, str, str, str, float, str]] = [
     ("cuda", 1_000_000, 10_000_000, 64, "sddmm", "outputs", "peak_extra_bytes", 1.1, "issue 2"),
     ("cuda", 1_000_000, 10_000_000, 64, "sddmm", "torch_csr", "fwdbwd_ms", 0.6, "issue 4"),
     ("cuda", 1_000_000, 10_000_000, 64, "sddmm", "outputs", "peak_extra_bytes", 1.1, "issue 4"),
+    # The same aims for a training loop that keeps the pattern (sparsity_pattern(A)):
+    # reported next to the per-call numbers, never instead of them.
+    ("cpu", 100_000, 1_000_000, 64, "sddmm_kept", "tsgu", "bwd_ms", 0.15, _KEPT_AIM),
+    ("cpu", 100_000, 1_000_000, 64, "sddmm_kept", "torch_csr", "bwd_ms", 0.5, _KEPT_AIM),
+    ("cpu", 100_000, 1_000_000, 64, "sddmm_kept", "tsgu", "peak_extra_bytes", 0.15, _KEPT_AIM),
+    ("cuda", 1_000_000, 10_000_000, 64, "sddmm_kept", "torch_csr", "fwdbwd_ms", 0.6, _KEPT),
 ]
 
 
@@ -650,7 +669,7 @@ def _lookup(results: Sequence[Result], case: Case, impl: str) -> Result | None:
 def headline(results: Sequence[Result], ours: str = "sddmm") -> list[dict[str, Any]]:
     """Ratios of ``ours`` to every other implementation, per case, and the issues' targets.
 
-    Each row: the case label, the reference implementation (``"outputs"`` is the bytes
+    Each row: ``ours``, the case label, the reference implementation (``"outputs"`` is the bytes
     of ``C``, ``∇A`` values and ``∇B``), and ``ours / reference`` for bwd time,
     fwd+bwd time (ratio of medians, of fastest runs, and ``*_paired``: the median of the
     per-round ratios, the most robust on a shared machine) and peak extra memory. Rows of
@@ -667,7 +686,12 @@ def headline(results: Sequence[Result], ours: str = "sddmm") -> list[dict[str, A
             ref = None if name == ours else _lookup(results, c, name)
             if ref is None:
                 continue
-            row: dict[str, Any] = {"case": c.label(), "layout": c.layout, "reference": name}
+            row: dict[str, Any] = {
+                "ours": ours,
+                "case": c.label(),
+                "layout": c.layout,
+                "reference": name,
+            }
             for metric in (
                 "bwd_ms",
                 "fwdbwd_ms",
@@ -688,6 +712,7 @@ def headline(results: Sequence[Result], ours: str = "sddmm") -> list[dict[str, A
             case_rows.append(row)
         case_rows.append(
             {
+                "ours": ours,
                 "case": c.label(),
                 "layout": c.layout,
                 "reference": "outputs",
@@ -750,14 +775,24 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines).lstrip("\n")
 
 
+def headlines(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """:func:`headline` rows of the default ``"sddmm"``, then of ``"sddmm_kept"``."""
+    return headline(results, "sddmm") + headline(results, "sddmm_kept")
+
+
 def format_headline(rows: Sequence[dict[str, Any]]) -> str:
     """The :func:`headline` ratios as text, with each target marked as holding or not."""
-    lines = ["sddmm / reference   bwd: median  paired  fastest | f+b: median | peak memory"]
+    lines: list[str] = []
     last = None
     for row in rows:
-        if row["case"] != last:
+        if (row.get("ours", "sddmm"), row["case"]) != last:
+            ours = row.get("ours", "sddmm")
+            lines.append(
+                f"{ours} / reference".ljust(20)
+                + "bwd: median  paired  fastest | f+b: median | peak memory"
+            )
             lines.append(row["case"])
-            last = row["case"]
+            last = (ours, row["case"])
         lines.append(
             f"  {row['reference']:10s}        {_fmt(row.get('bwd_ms'), '6.2f')}  "
             f"{_fmt(row.get('bwd_paired'), '6.2f')}  {_fmt(row.get('bwd_min_ms'), '7.2f')} |"
@@ -847,7 +882,7 @@ def write_json(
     doc = {
         "meta": meta,
         "results": [r.to_dict() for r in results],
-        "headline": headline(results),
+        "headline": headlines(results),
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path

@@ -14,11 +14,13 @@ Three tools, used by the lessons, the widgets and the benchmark:
   refuses with :class:`~sparsegrad_lab.errors.MemoryBudgetError` (or a ``"refused"``
   result) instead of letting a sweep or a widget kill the kernel.
 
-The six implementations compared everywhere are named by :data:`IMPLEMENTATIONS`:
-``"sddmm"``, ``"gather"`` and ``"dense"`` are :func:`sparsegrad_lab.sparse_mm` with that
-``backward=``; ``"torch_coo"`` and ``"torch_csr"`` are ``torch.sparse.mm`` with autograd on
-a COO or a CSR ``A``; ``"tsgu"`` is ``torchsparsegradutils.sparse_mm`` (an optional
-dependency, imported only when asked for).
+The implementations compared are named by :data:`IMPLEMENTATIONS`: ``"sddmm"``,
+``"gather"`` and ``"dense"`` are :func:`sparsegrad_lab.sparse_mm` with that ``backward=``;
+``"torch_coo"`` and ``"torch_csr"`` are ``torch.sparse.mm`` with autograd on a COO or a CSR
+``A``; ``"tsgu"`` is ``torchsparsegradutils.sparse_mm`` (an optional dependency, imported
+only when asked for); ``"sddmm_kept"`` is the default ``sparse_mm`` called the way a
+training loop over a fixed pattern calls it, with ``pattern=sparsity_pattern(A)`` built on
+the first call and kept (so it and its transpose exist before the measured step).
 
 >>> predict_peak_bytes("gather", n=1000, m=1000, nnz=10_000, p=16) > predict_peak_bytes(
 ...     "sddmm", n=1000, m=1000, nnz=10_000, p=16)
@@ -44,7 +46,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputValueError, MemoryBudgetError, format_bytes
-from .pattern import csr_tensor
+from .pattern import SparsityPattern, csr_tensor
 from .patterns import uniform_random
 from .sddmm import sampled_product_workspace_bytes
 
@@ -71,8 +73,16 @@ __all__ = [
     "unsupported_reason",
 ]
 
-Impl = Literal["sddmm", "gather", "dense", "torch_coo", "torch_csr", "tsgu"]
-IMPLEMENTATIONS: tuple[Impl, ...] = ("sddmm", "gather", "dense", "torch_coo", "torch_csr", "tsgu")
+Impl = Literal["sddmm", "gather", "dense", "torch_coo", "torch_csr", "tsgu", "sddmm_kept"]
+IMPLEMENTATIONS: tuple[Impl, ...] = (
+    "sddmm",
+    "gather",
+    "dense",
+    "torch_coo",
+    "torch_csr",
+    "tsgu",
+    "sddmm_kept",
+)
 Phase = Literal["fwd", "bwd", "fwd+bwd"]
 PHASES: tuple[Phase, ...] = ("fwd", "bwd", "fwd+bwd")
 
@@ -86,7 +96,7 @@ PHASES: tuple[Phase, ...] = ("fwd", "bwd", "fwd+bwd")
 #: memory keeps the sum near 1.2 GiB, below both limits, with the model's tolerance to spare.
 DEFAULT_BUDGET_BYTES = 512 * 2**20
 
-_SDDMM_IMPLS = ("sddmm", "gather", "dense")
+_SDDMM_IMPLS = ("sddmm", "gather", "dense", "sddmm_kept")
 _FORWARD_STAGES = ("forward spmm", "block-diagonal assembly")
 
 
@@ -228,8 +238,14 @@ def _spmm_temporaries(d: _Dims, rows: int, index_bytes: int) -> dict[str, int]:
 
 
 def _ours(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
-    """Stages of :func:`sparse_mm` (see :mod:`sparsegrad_lab.ops`), forward then backward."""
+    """Stages of :func:`sparse_mm` (see :mod:`sparsegrad_lab.ops`), forward then backward.
+
+    ``"sddmm_kept"``: the pattern, its expanded rows and its transpose were made by an
+    earlier call and are held by the caller, so none of them is extra here.
+    """
     N, M, Z, p, e, i = d.N, d.M, d.Z, d.p, d.elem, d.idx
+    held = impl == "sddmm_kept"
+    strategy = "sddmm" if held else impl
     # The pattern (sparsegrad_lab.pattern): CSR row pointers, and for a batch the indices
     # shifted onto the block diagonal; the graph keeps it (and its cached transpose) while C
     # is alive. A 2-D CSR input's pattern is A's own index tensors: nothing extra.
@@ -243,13 +259,15 @@ def _ours(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
         if d.b > 1:
             pattern["pattern row pointers + cols (block diagonal)"] = (N + 1) * i + Z * i
         pat_i = i
+    if held:
+        pattern = {}
     C = {"C": N * p * e}
     fwd_stage = MemoryBreakdown("forward spmm", {**pattern, **C, **_spmm_temporaries(d, N, pat_i)})
     kept = {**pattern, **C}
 
     s = {"grad values (before A.grad)": Z * e}
     workspace = sampled_product_workspace_bytes(
-        impl,  # type: ignore[arg-type]
+        strategy,  # type: ignore[arg-type]
         batch=d.b,
         block_shape=(d.n, d.m),
         nnz=Z,
@@ -258,10 +276,10 @@ def _ours(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
     )
     # A CSR input's pattern expands its rows on first use (cached on the pattern): the
     # gather and dense strategies need them here, the sddmm kernel only at the transpose.
-    rows = {"pattern expanded rows": Z * pat_i} if d.layout == "csr" else {}
-    early_rows = rows if impl != "sddmm" else {}
+    rows = {"pattern expanded rows": Z * pat_i} if d.layout == "csr" and not held else {}
+    early_rows = rows if strategy != "sddmm" else {}
     sampled = MemoryBreakdown(
-        f"sampled product (backward={impl!r})",
+        f"sampled product (backward={strategy!r})",
         {**kept, **early_rows, **s, "sampled-product workspace": workspace},
     )
     # Transpose of the pattern (SparsityPattern.transpose), int32 indices when they fit: a
@@ -282,6 +300,8 @@ def _ours(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
         "transpose rows + cols": 2 * Z * t_i,
         "transpose row pointers": (M + 1) * t_i,
     }
+    if held:
+        transpose = {}
     gathered = {"rows gathered by perm": Z * pat_i} if pat_i != t_i else {}
     built = MemoryBreakdown("transpose built", {**kept, **s, **transpose, **gathered})
     adjoint = {"values of Aᴴ": Z * e * (2 if d.is_complex else 1)}  # complex: resolve_conj
@@ -294,6 +314,8 @@ def _ours(d: _Dims, impl: str) -> tuple[list[MemoryBreakdown], dict[str, int]]:
     accumulate = MemoryBreakdown(
         "A.grad accumulated", {**kept, **s, **transpose, **grad_B, **clone}
     )
+    if held:
+        return [fwd_stage, sampled, spmm_B, accumulate], kept
     return [fwd_stage, sampled, sort, built, spmm_B, accumulate], kept
 
 
@@ -573,6 +595,10 @@ def predict_peak_bytes(
       indices need no copy for MKL);
     * ``A.grad``: the clone described above.
 
+    ``"sddmm_kept"``: the same steps with ``pattern=`` a kept pattern whose transpose an
+    earlier call built: the pattern, the expanded rows and the transpose are held before
+    the call and not counted, and there is no sort. (Its first call is ``"sddmm"``'s.)
+
     ``"torch_coo"``: forward as above without index copies; backward forms the dense
     :math:`G B^{\mathsf H}` (:math:`N M e`) and masks it (:math:`2 Z e + 16 Z`), then
     copies ``A`` for ``Aᵀ`` (:math:`Z e + 16 Z`) for ``B.grad``.
@@ -599,7 +625,7 @@ def predict_peak_bytes(
 
     Parameters
     ----------
-    impl : {"sddmm", "gather", "dense", "torch_coo", "torch_csr", "tsgu"}
+    impl : {"sddmm", "gather", "dense", "torch_coo", "torch_csr", "tsgu", "sddmm_kept"}
     n, m, nnz, p : int
         ``A`` is ``n x m`` with ``nnz`` stored entries (per batch item), ``B`` is ``m x p``.
     batch : int, default 1
@@ -828,6 +854,8 @@ def implementation(impl: str) -> Callable[[Tensor, Tensor], Tensor]:
     """
     if impl not in IMPLEMENTATIONS:
         raise InputValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if impl == "sddmm_kept":
+        return _sparse_mm_keeping_the_pattern()
     if impl in _SDDMM_IMPLS:
         from .ops import sparse_mm
 
@@ -845,6 +873,24 @@ def implementation(impl: str) -> Callable[[Tensor, Tensor], Tensor]:
             ) from missing
         return torchsparsegradutils.sparse_mm  # type: ignore[no-any-return]
     return torch.sparse.mm
+
+
+def _sparse_mm_keeping_the_pattern() -> Callable[[Tensor, Tensor], Tensor]:
+    """``sparse_mm`` with the pattern of the first ``A`` it is given, kept for later calls.
+
+    Each call still checks ``A`` against the kept pattern, so a later ``A`` with other
+    indices is refused rather than multiplied wrongly. Call it again for a new pattern.
+    """
+    from .ops import sparse_mm, sparsity_pattern
+
+    kept: list[SparsityPattern] = []
+
+    def with_kept_pattern(A: Tensor, B: Tensor) -> Tensor:
+        if not kept:
+            kept.append(sparsity_pattern(A))
+        return sparse_mm(A, B, pattern=kept[0])
+
+    return with_kept_pattern
 
 
 # ------------------------------------------------------------------------ measurement

@@ -175,3 +175,26 @@ def test_device_tag_and_output_name() -> None:
     assert bench.device_tag("cpu") == f"cpu-{torch.get_num_threads()}threads"
     stem = bench.default_output_stem("out", "cpu")
     assert stem.parent.name == "out" and stem.name.startswith("cpu-")
+
+
+def test_kept_pattern_is_built_in_the_warm_up_and_reported_beside_the_default() -> None:
+    (case,) = bench.make_cases([(2000, 20_000, 16, 1)], layouts=["csr"])
+    results = bench.run_benchmark(
+        [case],
+        impls=["sddmm", "sddmm_kept", "torch_csr"],
+        repeats=2,
+        warmup=1,
+        fresh_process=False,
+        bandwidth=1e10,
+        progress=False,
+    )
+    by = {r.impl: r for r in results}
+    assert all(r.status == "ok" for r in results), [r.reason for r in results]
+    # The kept pattern (and its transpose) exist before the measured step: less extra memory.
+    sddmm, kept = by["sddmm"], by["sddmm_kept"]
+    assert kept.allocator_bytes is not None and sddmm.allocator_bytes is not None
+    assert kept.allocator_bytes <= sddmm.allocator_bytes - 16 * case.nnz
+    rows = bench.headlines(results)
+    assert {row["ours"] for row in rows} == {"sddmm", "sddmm_kept"}
+    text = bench.format_headline(rows)
+    assert "sddmm / reference" in text and "sddmm_kept / reference" in text

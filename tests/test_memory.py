@@ -80,6 +80,9 @@ def test_model_agrees_with_measurement_for_every_impl(impl: str, layout: str) ->
         ("sddmm", {"layout": "coo", "batch": 4, "n": 1000, "m": 1500, "nnz": 8000}),
         ("gather", {"layout": "csr", "batch": 4, "n": 1000, "m": 1500, "nnz": 8000}),
         ("sddmm", {"layout": "csr", "dtype": torch.float64}),
+        ("sddmm_kept", {"layout": "coo", "batch": 4, "n": 1000, "m": 1500, "nnz": 8000}),
+        ("sddmm_kept", {"layout": "csr", "batch": 4, "n": 1000, "m": 1500, "nnz": 8000}),
+        ("sddmm_kept", {"layout": "csr", "dtype": torch.complex64}),
         # few entries per row: the n- and m-sized terms dominate
         ("sddmm", {"layout": "coo", "n": 50_000, "m": 50_000, "nnz": 20_000, "p": 8}),
         ("torch_csr", {"layout": "csr", "n": 50_000, "m": 50_000, "nnz": 20_000, "p": 8}),
@@ -97,6 +100,9 @@ def test_model_orders_the_strategies_as_the_lessons_say() -> None:
     assert outputs < sddmm < 3 * outputs
     assert gather > 3 * kw["nnz"] * kw["p"] * 4  # the three nnz x p blocks
     assert dense > kw["n"] * kw["m"] * 4  # the dense n x m product
+    # A kept pattern already holds its transpose (16 bytes per entry: perm, rows, columns).
+    kept = mem.predict_peak_bytes("sddmm_kept", **kw)
+    assert outputs < kept <= sddmm - 16 * kw["nnz"]
 
 
 def test_breakdown_sums_to_the_prediction_and_bwd_excludes_the_forward() -> None:
