@@ -6,7 +6,8 @@ For every case (sizes, layout, dtype, device) and every implementation of
 * time: forward, backward and forward + backward, each the median of ``repeats`` runs
   after ``warmup`` runs (on CUDA bracketed by ``torch.cuda.Event`` s and synchronised).
   The runs of all implementations (and of the COO and CSR variants of a size) take
-  turns, so a machine that is slower for a while slows them all alike;
+  turns (each round starting one later), so a machine that is slower for a while slows
+  them all alike;
 * peak extra memory: on CPU in a fresh child process per case and implementation
   (:func:`~sparsegrad_lab.memory.measure_in_fresh_process`), on CUDA the allocator's peak;
   plus the in-process allocator peak and the analytic prediction next to it;
@@ -499,7 +500,11 @@ def run_benchmark(
             # One function per pair, kept for all its runs: "sddmm_kept" holds its pattern.
             fns = {(id(case), impl): implementation(impl) for case, impl, _ in runnable}
             for k in range(-warmup, repeats):  # negative k: warm-up runs, not recorded
-                for case, impl, result in runnable:
+                # Each round starts one pair later: a run right after a large one (whose
+                # freed memory the next allocations must fault in again) costs a little
+                # more, and rotating spreads that over all pairs alike.
+                shift = (k + warmup) % max(1, len(runnable))
+                for case, impl, result in runnable[shift:] + runnable[:shift]:
                     if result.status != "ok":
                         continue
                     step = f"warm-up {k + warmup + 1}/{warmup}" if k < 0 else f"run {k + 1}"
@@ -788,8 +793,8 @@ def format_headline(rows: Sequence[dict[str, Any]]) -> str:
         if (row.get("ours", "sddmm"), row["case"]) != last:
             ours = row.get("ours", "sddmm")
             lines.append(
-                f"{ours} / reference".ljust(20)
-                + "bwd: median  paired  fastest | f+b: median | peak memory"
+                f"{ours + ' / reference':<24}bwd: median  paired  fastest | f+b: median | "
+                "peak memory"
             )
             lines.append(row["case"])
             last = (ours, row["case"])

@@ -197,7 +197,8 @@ def sparsity_pattern(A: Tensor) -> SparsityPattern:
     backward's time on CPU. A kept pattern computes its transpose on first use and reuses
     it. The price is memory, held for as long as you keep the pattern: after the first
     backward, an int64 permutation and two int32 index vectors of length ``nnz`` (int64
-    beyond 2³¹) plus ``m + 1`` row pointers -- about 16 bytes per stored entry.
+    beyond 2³¹), ``m + 1`` row pointers and, for CSR, the expanded row of each entry in
+    ``A``'s index dtype -- 16 to 24 bytes per stored entry.
 
     Parameters
     ----------
