@@ -110,7 +110,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "comma-separated implementations (default: all): sddmm, gather, dense "
             "(sparse_mm's strategies), torch_coo, torch_csr (torch.sparse.mm with that "
             "layout; runs on cases of its layout only), tsgu (torchsparsegradutils, "
-            "skipped when not installed)"
+            "skipped when not installed), sddmm_kept (sparse_mm with pattern= kept from "
+            "its first call, as a training loop over a fixed pattern; needs --warmup >= 1)"
         ),
     )
     bench.add_argument(

@@ -439,7 +439,7 @@ def run_benchmark(
     Parameters
     ----------
     cases : sequence of Case
-    impls : sequence of str, default all six
+    impls : sequence of str, default all of :data:`~sparsegrad_lab.memory.IMPLEMENTATIONS`
     repeats, warmup : int
         Timed runs (the median is reported) and untimed runs before them.
     threads : int, optional
