@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .memory import IMPLEMENTATIONS
+from .memory_model import IMPLEMENTATIONS
 
 _EPILOG = """\
 what is measured, for each case and implementation:

@@ -127,3 +127,51 @@ def _check_shape_of_A(A: Tensor, where: str) -> None:
             f"dense_dim={A.dense_dim()}); expected scalar values (dense_dim=0), e.g. "
             f"a sparse tensor with sparse_dim={A.dim()}"
         )
+
+
+_LAYOUT_NAMES = {"coo": torch.sparse_coo, "csr": torch.sparse_csr}
+
+
+def parse_layout(layout: Any, where: str | None = None) -> torch.layout:
+    """``torch.sparse_coo`` or ``torch.sparse_csr``, from the layout itself or its name.
+
+    ``where`` names the caller in the message.
+
+    >>> parse_layout("csr")
+    torch.sparse_csr
+    >>> parse_layout("bsr", "uniform_random")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: uniform_random: layout must be torch.sparse_coo, \
+torch.sparse_csr, 'coo' or 'csr', got 'bsr'
+    """
+    if isinstance(layout, str) and layout in _LAYOUT_NAMES:
+        return _LAYOUT_NAMES[layout]
+    if isinstance(layout, torch.layout) and layout in _SUPPORTED_LAYOUTS:
+        return layout
+    prefix = f"{where}: " if where else ""
+    raise InputValueError(
+        f"{prefix}layout must be torch.sparse_coo, torch.sparse_csr, 'coo' or 'csr', got {layout!r}"
+    )
+
+
+def layout_name(layout: Any, where: str | None = None) -> str:
+    """``"coo"`` or ``"csr"``, from a layout or its name (see :func:`parse_layout`).
+
+    >>> layout_name(torch.sparse_coo)
+    'coo'
+    """
+    return "coo" if parse_layout(layout, where) == torch.sparse_coo else "csr"
+
+
+def dtype_from(dtype: Any, name: str = "dtype") -> torch.dtype:
+    """A ``torch.dtype`` from itself or its name (``"float32"``).
+
+    >>> dtype_from("complex64")
+    torch.complex64
+    """
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise InputValueError(f"{name} must be a torch.dtype or its name, got {dtype!r}")
+    return dtype

@@ -1,7 +1,7 @@
 """Benchmark: ``sparse_mm``'s strategies against torch and torchsparsegradutils, side by side.
 
 For every case (sizes, layout, dtype, device) and every implementation of
-:data:`sparsegrad_lab.memory.IMPLEMENTATIONS` it measures, on the same inputs:
+:data:`sparsegrad_lab.memory_model.IMPLEMENTATIONS` it measures, on the same inputs:
 
 * time: forward, backward and forward + backward, each the median of ``repeats`` runs
   after ``warmup`` runs (on CUDA bracketed by ``torch.cuda.Event`` s and synchronised).
@@ -48,13 +48,15 @@ from torch import Tensor
 
 from .errors import InputValueError, format_bytes
 from .memory import (
-    IMPLEMENTATIONS,
     CaseSpec,
-    describe_case,
     implementation,
     make_case_inputs,
     measure_in_fresh_process,
     measure_peak_bytes,
+)
+from .memory_model import (
+    IMPLEMENTATIONS,
+    describe_case,
     output_bytes,
     predict_peak_bytes,
     unsupported_reason,
@@ -439,7 +441,7 @@ def run_benchmark(
     Parameters
     ----------
     cases : sequence of Case
-    impls : sequence of str, default all of :data:`~sparsegrad_lab.memory.IMPLEMENTATIONS`
+    impls : sequence of str, default all of :data:`~sparsegrad_lab.memory_model.IMPLEMENTATIONS`
     repeats, warmup : int
         Timed runs (the median is reported) and untimed runs before them.
     threads : int, optional

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import torch
 from torch import Tensor
 
+from ._checks import parse_layout
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, format_bytes
 from .pattern import csr_tensor
 
@@ -72,7 +73,6 @@ LayoutLike = torch.layout | Literal["coo", "csr"]
 ValueKind = Literal["normal", "ones"]
 
 _INDEX_BYTES = 8  # torch builds sparse indices as int64
-_LAYOUT_NAMES = {"coo": torch.sparse_coo, "csr": torch.sparse_csr}
 # Above this many positions a product n * m no longer fits comfortably in int64 arithmetic.
 _MAX_POSITIONS = 2**62
 # Rounds of endpoint sampling before power_law_graph gives up on reaching the edge count.
@@ -96,16 +96,6 @@ def _check_real(func: str, name: str, value: Any, low: float, high: float) -> fl
     if not low <= float(value) <= high:  # also refuses NaN
         raise InputValueError(f"{func}: {name} must lie in [{low}, {high}], got {value}")
     return float(value)
-
-
-def _check_layout(func: str, layout: Any) -> torch.layout:
-    if isinstance(layout, str) and layout in _LAYOUT_NAMES:
-        return _LAYOUT_NAMES[layout]
-    if layout in (torch.sparse_coo, torch.sparse_csr):
-        return layout  # type: ignore[no-any-return]
-    raise InputValueError(
-        f"{func}: layout must be torch.sparse_coo, torch.sparse_csr, 'coo' or 'csr', got {layout!r}"
-    )
 
 
 def _check_dtype(func: str, dtype: Any) -> torch.dtype:
@@ -289,7 +279,7 @@ def uniform_random(
             raise InputValueError(
                 f"{func}: nnz must be at most n * m = {total} for a {n} x {m} matrix, got {k}"
             )
-    layout_, dtype_ = _check_layout(func, layout), _check_dtype(func, dtype)
+    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
     kind = _check_values(func, values)
     gen = _generator(func, seed)
     _guard(func, k, (n, m), layout_, dtype_, max_bytes)
@@ -323,7 +313,7 @@ def banded(
     func = "banded"
     n = _check_int(func, "n", n, 1)
     w = min(_check_int(func, "bandwidth", bandwidth, 0), n - 1)
-    layout_, dtype_ = _check_layout(func, layout), _check_dtype(func, dtype)
+    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
     kind = _check_values(func, values)
     gen = _generator(func, seed)
     nnz = n * (2 * w + 1) - w * (w + 1)
@@ -366,7 +356,7 @@ def block_diagonal(
     n = _check_int(func, "n", n, 1)
     size = min(_check_int(func, "block_size", block_size, 1), n)
     fraction = _check_real(func, "density", density, 0.0, 1.0)
-    layout_, dtype_ = _check_layout(func, layout), _check_dtype(func, dtype)
+    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
     kind = _check_values(func, values)
     gen = _generator(func, seed)
     q, r = divmod(n, size)
@@ -438,7 +428,7 @@ def power_law_graph(
     gamma = _check_real(func, "exponent", exponent, -math.inf, math.inf)
     if not 1.0 < gamma < math.inf:
         raise InputValueError(f"{func}: exponent must be > 1 (and finite), got {exponent}")
-    layout_, dtype_ = _check_layout(func, layout), _check_dtype(func, dtype)
+    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
     kind = _check_values(func, values)
     gen = _generator(func, seed)
     edges = round(n * degree / 2)
@@ -533,7 +523,7 @@ def grid_laplacian(
     """
     func = "grid_laplacian"
     rows, cols = _check_int(func, "rows", rows, 1), _check_int(func, "cols", cols, 1)
-    layout_, dtype_ = _check_layout(func, layout), _check_dtype(func, dtype)
+    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
     size = rows * cols
     nnz = 5 * size - 2 * rows - 2 * cols
     _guard(func, nnz, (size, size), layout_, dtype_, max_bytes)
@@ -558,7 +548,7 @@ def _from_networkx(
     layout: Any,
     device: torch.device | str,
 ) -> Tensor:
-    layout_, dtype_ = _check_layout(func, layout), _check_dtype(func, dtype)
+    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
     if not isinstance(weighted, bool):
         raise InputTypeError(f"{func}: weighted must be a bool, got {type(weighted).__name__}")
     index = {node: k for k, node in enumerate(graph.nodes)}

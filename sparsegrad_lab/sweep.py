@@ -5,7 +5,7 @@ A sweep walks the values of one parameter -- ``n`` (rows of ``A``), ``nnz`` or
 ``base``. At every point and for every implementation it
 
 1. predicts the peak extra memory of ``C = f(A, B); C.backward(G)`` with
-   :func:`~sparsegrad_lab.memory.predict_peak_bytes`;
+   :func:`~sparsegrad_lab.memory_model.predict_peak_bytes`;
 2. passes that prediction to the memory guard, :func:`~sparsegrad_lab.memory.guarded`:
    a point above ``budget`` is recorded as refused, with the guard's message, and is never
    built or run -- so a sweep that strays too far cannot kill the kernel;
@@ -39,16 +39,13 @@ from .bench import progress_bar, time_case
 from .errors import InputValueError
 from .memory import (
     DEFAULT_BUDGET_BYTES,
-    IMPLEMENTATIONS,
     CaseSpec,
-    describe_case,
     guarded,
     implementation,
     make_case_inputs,
     measure_peak_bytes,
-    predict_peak_bytes,
-    unsupported_reason,
 )
+from .memory_model import IMPLEMENTATIONS, describe_case, predict_peak_bytes, unsupported_reason
 
 __all__ = ["DEFAULT_BASE", "PARAMETERS", "SweepResult", "sweep"]
 
@@ -361,7 +358,7 @@ def sweep(
         ``density`` / ``nnz_per_row``, ``p``, ``layout`` ("csr"), ``dtype`` ("float32"),
         ``seed`` (0).
     impls : sequence of str, default ("sddmm", "gather", "dense")
-        Any of :data:`sparsegrad_lab.memory.IMPLEMENTATIONS` that runs on ``layout``.
+        Any of :data:`sparsegrad_lab.memory_model.IMPLEMENTATIONS` that runs on ``layout``.
     measure : bool, default True
         Run the allowed points; with False only the model and the guard are evaluated.
     repeats : int, default 3

@@ -10,7 +10,7 @@ import torch
 
 from sparsegrad_lab import bench
 from sparsegrad_lab.__main__ import main
-from sparsegrad_lab.memory import IMPLEMENTATIONS, predict_peak_bytes
+from sparsegrad_lab.memory_model import IMPLEMENTATIONS, predict_peak_bytes
 
 TINY = [(300, 1500, 8, 1)]
 

@@ -19,7 +19,7 @@ from sparsegrad_lab import (
     SparseGradLabError,
     sparse_mm,
 )
-from sparsegrad_lab._checks import check_sparse_mm_inputs
+from sparsegrad_lab._checks import check_sparse_mm_inputs, dtype_from, layout_name, parse_layout
 
 # Tiny tensors: one intra-op thread (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -291,3 +291,22 @@ def test_valid_input_passes_the_checks(
     for backward in ("sddmm", "gather", "dense"):
         check_sparse_mm_inputs(a, b, backward)
     assert sparse_mm(a, b).shape == (*a.shape[:-1], b.shape[-1])
+
+
+@pytest.mark.parametrize("given", ["coo", "csr", torch.sparse_coo, torch.sparse_csr])
+def test_parse_layout_accepts_both_layouts_and_their_names(given: object) -> None:
+    parsed = parse_layout(given, "f")
+    assert parsed in (torch.sparse_coo, torch.sparse_csr)
+    assert layout_name(given) == str(parsed).removeprefix("torch.sparse_")
+
+
+@pytest.mark.parametrize("given", ["bsr", torch.sparse_bsr, torch.strided, None, 3])
+def test_parse_layout_refuses_everything_else_naming_the_caller(given: object) -> None:
+    with pytest.raises(InputValueError, match=r"^f: layout must be torch.sparse_coo, .* got "):
+        parse_layout(given, "f")
+
+
+def test_dtype_from_names_and_refusals() -> None:
+    assert dtype_from("float64") is torch.float64 and dtype_from(torch.int32) is torch.int32
+    with pytest.raises(InputValueError, match=r"index_dtype must be a torch\.dtype or its name"):
+        dtype_from("float33", "index_dtype")

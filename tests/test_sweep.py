@@ -15,6 +15,7 @@ from testing import CUDA_DEVICE_PARAMS
 
 from sparsegrad_lab import MemoryBudgetError
 from sparsegrad_lab import memory as mem
+from sparsegrad_lab import memory_model as model
 from sparsegrad_lab import sweep as sweep_module
 from sparsegrad_lab.errors import InputValueError
 from sparsegrad_lab.sweep import SweepResult, sweep
@@ -51,7 +52,7 @@ def test_measured_sweep_agrees_with_the_model() -> None:
         for case, predicted, measured, seconds in zip(
             r.cases, r.predicted[impl], r.measured[impl], r.time_s[impl], strict=True
         ):
-            assert predicted == mem.predict_peak_bytes(impl, **_sizes(case))
+            assert predicted == model.predict_peak_bytes(impl, **_sizes(case))
             assert measured is not None and seconds is not None and seconds > 0
             assert abs(measured - predicted) <= MODEL_RTOL * measured, (
                 f"{impl} at {case}: measured {measured} B, model {predicted} B"
@@ -76,9 +77,9 @@ def test_point_above_the_budget_is_refused_and_never_built(
     monkeypatch.setattr(sweep_module, "make_case_inputs", recording)
     small, big = 300, 3000
     sizes = {"m": 300, "nnz": 3000, "p": 8}
-    dense_big = mem.predict_peak_bytes("dense", n=big, **sizes)
+    dense_big = model.predict_peak_bytes("dense", n=big, **sizes)
     budget = dense_big - 1  # everything fits except dense at n = 3000
-    assert mem.predict_peak_bytes("dense", n=small, **sizes) <= budget
+    assert model.predict_peak_bytes("dense", n=small, **sizes) <= budget
     r = sweep(
         "n",
         [small, big],
@@ -92,7 +93,7 @@ def test_point_above_the_budget_is_refused_and_never_built(
     assert r.measured["dense"][1] is None and r.time_s["dense"][1] is None
     assert r.measured["dense"][0] is not None and r.measured["sddmm"][1] is not None
     assert built == [("sddmm", small), ("dense", small), ("sddmm", big)]
-    what = mem.describe_case("dense", n=big, **sizes)
+    what = model.describe_case("dense", n=big, **sizes)
     [message] = r.refusals()
     assert message == r.messages["dense"][1]
     assert message.startswith(f"{what} would need ")
@@ -147,7 +148,7 @@ def test_model_only_sweep_matches_predict_peak_bytes_and_feeds_the_plots() -> No
     assert isinstance(r, SweepResult) and r.parameter == "density"
     for impl in r.impls:
         assert r.predicted[impl] == [
-            mem.predict_peak_bytes(impl, **_sizes(case)) for case in r.cases
+            model.predict_peak_bytes(impl, **_sizes(case)) for case in r.cases
         ]
     kw = r.memory_curves(unit="KiB")
     assert kw["model"]["gather"] == [b / 1024 for b in r.predicted["gather"]]
@@ -205,7 +206,7 @@ def test_sweep_on_cuda_measures_the_allocator(device: torch.device) -> None:
     for impl in r.impls:
         measured = r.measured[impl][0]
         assert measured is not None and measured > 0
-        assert r.predicted[impl][0] == mem.predict_peak_bytes(
+        assert r.predicted[impl][0] == model.predict_peak_bytes(
             impl, **_sizes(r.cases[0]), device=device
         )
     # The dense strategy's n x m product is allocated on the GPU, whatever else is.
