@@ -40,7 +40,7 @@ A.to_sparse() or A.to_sparse_csr()
         raise InputTypeError(f"sparse_mm: A must be a sparse torch.Tensor, got {_kind(A)}")
     if not isinstance(B, Tensor):
         raise InputTypeError(f"sparse_mm: B must be a dense torch.Tensor, got {_kind(B)}")
-    _check_layout_of_A(A, "sparse_mm")
+    check_sparse_layout(A, "sparse_mm")
     if B.layout != torch.strided:
         raise InputTypeError(
             f"sparse_mm: B must be a dense (strided) tensor, got layout {B.layout}; "
@@ -98,21 +98,30 @@ batched 3-D (b, n, m), got shape (2, 2, 2, 2)
     """
     if not isinstance(A, Tensor):
         raise InputTypeError(f"{where}: A must be a sparse torch.Tensor, got {_kind(A)}")
-    _check_layout_of_A(A, where)
+    check_sparse_layout(A, where)
     _check_shape_of_A(A, where)
 
 
-def _check_layout_of_A(A: Tensor, where: str) -> None:
-    if A.layout == torch.strided:
+def check_sparse_layout(M: Tensor, where: str, name: str = "A") -> None:
+    """Raise :class:`InputTypeError` unless the tensor ``M`` (called ``name``) is COO or CSR.
+
+    >>> check_sparse_layout(torch.eye(2).to_sparse_csc(), "stack_csr", "matrices[0]")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: stack_csr: matrices[0] has layout \
+torch.sparse_csc; expected torch.sparse_coo or torch.sparse_csr (convert it with \
+matrices[0].to_sparse_csr())
+    """
+    if M.layout == torch.strided:
         raise InputTypeError(
-            f"{where}: A must be sparse (torch.sparse_coo or torch.sparse_csr), got a dense "
-            f"(strided) tensor of shape {tuple(A.shape)}; convert it with A.to_sparse() or "
-            "A.to_sparse_csr()"
+            f"{where}: {name} must be sparse (torch.sparse_coo or torch.sparse_csr), got a "
+            f"dense (strided) tensor of shape {tuple(M.shape)}; convert it with "
+            f"{name}.to_sparse() or {name}.to_sparse_csr()"
         )
-    if A.layout not in _SUPPORTED_LAYOUTS:
+    if M.layout not in _SUPPORTED_LAYOUTS:
         raise InputTypeError(
-            f"{where}: A has layout {A.layout}; expected torch.sparse_coo or "
-            "torch.sparse_csr (convert it with A.to_sparse_csr())"
+            f"{where}: {name} has layout {M.layout}; expected torch.sparse_coo or "
+            f"torch.sparse_csr (convert it with {name}.to_sparse_csr())"
         )
 
 

@@ -33,13 +33,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import _kind
+from ._checks import _kind, check_sparse_layout
 from .errors import InputTypeError, InputValueError
 from .pattern import csr_tensor, pattern_and_values
 
 __all__ = ["sparse_block_diag", "sparse_block_diag_split", "stack_csr"]
 
-_LAYOUTS = (torch.sparse_coo, torch.sparse_csr)
 # The largest index an int32 CSR can hold; past it the result needs int64 indices.
 _INT32_MAX = 2**31 - 1
 
@@ -48,17 +47,7 @@ def _check_sparse(fn: str, name: str, M: Any, *, dims: tuple[int, ...]) -> Tenso
     """Validate one sparse operand: a tensor, COO or CSR, not hybrid, of rank in ``dims``."""
     if not isinstance(M, Tensor):
         raise InputTypeError(f"{fn}: {name} must be a sparse torch.Tensor, got {_kind(M)}")
-    if M.layout == torch.strided:
-        raise InputTypeError(
-            f"{fn}: {name} must be sparse (torch.sparse_coo or torch.sparse_csr), got a dense "
-            f"(strided) tensor of shape {tuple(M.shape)}; convert it with .to_sparse() or "
-            ".to_sparse_csr()"
-        )
-    if M.layout not in _LAYOUTS:
-        raise InputTypeError(
-            f"{fn}: {name} has layout {M.layout}; expected torch.sparse_coo or "
-            "torch.sparse_csr (convert it with .to_sparse_csr())"
-        )
+    check_sparse_layout(M, fn, name)
     if M.dense_dim() != 0:
         raise InputValueError(
             f"{fn}: {name} is a hybrid sparse tensor (sparse_dim={M.sparse_dim()}, "

@@ -11,6 +11,7 @@ import pytest
 import torch
 from testing import (
     DEVICE_PARAMS,
+    LAYOUT_INDEX,
     STRATEGIES,
     assert_close,
     assert_same_pattern,
@@ -33,11 +34,6 @@ from sparsegrad_lab import (
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-LAYOUT_INDEX = [
-    pytest.param(torch.sparse_coo, torch.int64, id="coo"),
-    pytest.param(torch.sparse_csr, torch.int64, id="csr-int64"),
-    pytest.param(torch.sparse_csr, torch.int32, id="csr-int32"),
-]
 SHAPES = [pytest.param((5, 4), id="2d"), pytest.param((3, 5, 4), id="3d")]
 
 

@@ -20,6 +20,7 @@ from testing import (
     DEVICE_PARAMS,
     DTYPES,
     HALF_DTYPES,
+    LAYOUT_INDEX,
     LAYOUTS,
     STRATEGIES,
     Problem,
@@ -54,12 +55,6 @@ from sparsegrad_lab.sddmm import sampled_product_workspace_bytes
 # Tiny tensors: one intra-op thread (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-# (layout, CSR index dtype): COO indices are always int64.
-LAYOUT_INDEX = [
-    pytest.param(torch.sparse_coo, torch.int64, id="coo"),
-    pytest.param(torch.sparse_csr, torch.int64, id="csr-int64"),
-    pytest.param(torch.sparse_csr, torch.int32, id="csr-int32"),
-]
 LAYOUT_IDS = {torch.sparse_coo: "coo", torch.sparse_csr: "csr"}
 RANKS = [pytest.param(False, id="2d"), pytest.param(True, id="3d")]
 DOUBLE_DTYPES = [torch.float64, torch.complex128]

@@ -68,6 +68,12 @@ DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.complex64
 HALF_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
 LAYOUTS: tuple[torch.layout, ...] = (torch.sparse_coo, torch.sparse_csr)
 STRATEGIES = BACKWARD_STRATEGIES
+#: (layout, CSR index dtype) for parametrize: COO indices are always int64.
+LAYOUT_INDEX = [
+    pytest.param(torch.sparse_coo, torch.int64, id="coo"),
+    pytest.param(torch.sparse_csr, torch.int64, id="csr-int64"),
+    pytest.param(torch.sparse_csr, torch.int32, id="csr-int32"),
+]
 
 _CUDA = torch.cuda.is_available()
 #: CPU always, CUDA only when a GPU is present.
