@@ -12,7 +12,7 @@ torch.Size([3, 4])
 from .batching import sparse_block_diag, sparse_block_diag_split, stack_csr
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, SparseGradLabError
 from .ops import SampledProduct, SparseMatMul, sparse_mm, sparsity_pattern
-from .pattern import SparsityPattern
+from .pattern import SparsityPattern, csr_tensor
 from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
 
 __version__ = "0.1.0"
@@ -28,6 +28,7 @@ __all__ = [
     "SparseMatMul",
     "SparsityPattern",
     "__version__",
+    "csr_tensor",
     "sparse_block_diag",
     "sparse_block_diag_split",
     "sparse_mm",
