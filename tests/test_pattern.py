@@ -273,11 +273,15 @@ def test_csr_tensor_values_gradient_is_the_upstream_at_the_stored_positions(
     assert_close(grad.reshape(-1), expected)
 
 
-def test_csr_tensor_is_differentiable_twice_through_sparse_mm() -> None:
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
+def test_csr_tensor_is_differentiable_twice_through_sparse_mm(dtype: torch.dtype) -> None:
+    # complex128 too: torch.sparse_csr_tensor refuses complex values that require grad.
     generator = make_generator(12)
-    A0 = random_sparse((4, 3), layout=torch.sparse_csr, density=0.6, generator=generator)
+    A0 = random_sparse(
+        (4, 3), layout=torch.sparse_csr, dtype=dtype, density=0.6, generator=generator
+    )
     values = A0.values().clone().requires_grad_()
-    B = random_dense((3, 2), generator=generator).requires_grad_()
+    B = random_dense((3, 2), dtype=dtype, generator=generator).requires_grad_()
 
     def product(values: Tensor, B: Tensor) -> Tensor:
         return sparse_mm(csr_tensor(A0.crow_indices(), A0.col_indices(), values, A0.shape), B)
