@@ -542,19 +542,21 @@ def _plan(case: Case, impl: str, limit: int) -> Result:
     if reason:
         result.status, result.reason = "skipped", reason
         return result
-    result.predicted_bytes = predict_peak_bytes(impl, **case.sizes(), device=case.device)
+    sizes = case.sizes()
+    result.predicted_bytes = predict_peak_bytes(impl, **sizes, device=case.device)
     result.output_bytes = output_bytes(
         n=case.n, m=case.m, nnz=case.nnz, p=case.p, batch=case.batch, dtype=case.dtype
     )
     result.floor = floor(case)
     # "sddmm_kept"'s first call builds the pattern it keeps: it is "sddmm"'s call.
-    first_call = "sddmm" if impl == "sddmm_kept" else impl
-    need = predict_peak_bytes(first_call, **case.sizes(), device=case.device)
+    need = result.predicted_bytes
+    if impl == "sddmm_kept":
+        need = predict_peak_bytes("sddmm", **sizes, device=case.device)
     need += _input_bytes(case)
     if need > limit:
         result.status = "would_need"
         result.reason = (
-            f"would need {need / 2**30:.2f} GiB ({describe_case(impl, **case.sizes())}), "
+            f"would need {need / 2**30:.2f} GiB ({describe_case(impl, **sizes)}), "
             f"above the limit of {format_bytes(limit)}"
         )
     return result

@@ -292,7 +292,7 @@ def test_csr_tensor_is_differentiable_twice_through_sparse_mm(dtype: torch.dtype
 
 
 def test_csr_tensor_backward_memory_grows_with_nnz_not_with_n_times_m() -> None:
-    # torch's own constructor backward needs ~1.9 GiB here (a dense n x m mask and more).
+    # torch's own constructor backward grows with n m here (lesson 03 section 9 shows it).
     n, nnz = 20_000, 200_000
     A0 = uniform_random(n, n, nnz=nnz, seed=1, layout="csr")
     values = A0.values().clone().requires_grad_()
