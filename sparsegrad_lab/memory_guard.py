@@ -1,0 +1,311 @@
+"""The one memory-guard policy: predict first, then refuse politely before allocating.
+
+Every part of the package that could exhaust memory follows the same two rules.
+
+1. **Does it fit at all?** Before a computation allocates, its peak extra memory is
+   predicted and compared with :func:`available_bytes`: what *this process* can still get.
+   On CPU that is the smallest of the host's ``MemAvailable``, the container's limit minus
+   its usage (cgroup v2 ``memory.max``, cgroup v1 ``memory.limit_in_bytes``, for the
+   process's own group and every group above it), and ``RLIMIT_AS`` minus the address
+   space already mapped. A Binder pod capped at 2 GiB on a host with 200 GiB free is
+   therefore seen as the 2 GiB pod it is. On CUDA it is the device's free memory plus what
+   torch's caching allocator holds unused. ``sparse_mm``, the test-matrix generators and
+   the benchmark ask only this question; the memory is read once per call.
+2. **Does it fit the budget?** Interactive callers (the lessons' sweeps and widgets) set a
+   *budget* as well, :data:`LAB_BUDGET_BYTES` unless told otherwise, so that one slider
+   dragged to its end cannot take a 2 GiB Binder kernel down; the limit is then the
+   smaller of the budget and what is available.
+
+A refusal is a :class:`~sparsegrad_lab.errors.MemoryBudgetError` that names the
+computation, what it would need, the limit it was checked against and what to do instead.
+:func:`check_fits` is the only place that raises it for size; :func:`guarded` turns a
+refusal into a result, for loops that must go on past one case too large.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+import torch
+
+from .errors import MemoryBudgetError, format_bytes
+
+__all__ = [
+    "LAB_BUDGET_BYTES",
+    "GuardedResult",
+    "available_bytes",
+    "check_fits",
+    "guarded",
+]
+
+#: The budget of the lessons' sweeps and widgets: 512 MiB of extra memory per operation.
+#:
+#: mybinder.org restarts a kernel whose container passes 2 GiB (and promises only 1 GiB),
+#: and the lessons must each stay under 1.5 GiB. A kernel with torch, matplotlib and
+#: ipywidgets loaded holds about 260 MiB, the JupyterLab server about 150 MiB, and the
+#: notebook's own inputs and figures some tens of MiB; a fresh-process measurement starts a
+#: second interpreter with torch (another ~250 MiB). 512 MiB for one operation's extra
+#: memory keeps the sum near 1.2 GiB, below both limits, with the model's tolerance to spare.
+LAB_BUDGET_BYTES = 512 * 2**20
+
+# cgroup v1 reports "no limit" as a huge number near 2**63 rather than a word.
+_NO_LIMIT = 2**60
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_PROC_SELF = Path("/proc/self")
+_MEMINFO = Path("/proc/meminfo")
+
+
+# ------------------------------------------------------------------------ what is available
+
+
+def available_bytes(device: Any = "cpu") -> int:
+    """Memory a new allocation on ``device`` can still get, in bytes.
+
+    CPU: the smallest of the host's ``MemAvailable``, the cgroup limits minus usage (v2 and
+    v1, this process's group and its ancestors) and ``RLIMIT_AS`` minus the mapped address
+    space. CUDA: free device memory plus what torch's caching allocator holds unused.
+
+    Parameters
+    ----------
+    device : torch.device or str, default "cpu"
+
+    Returns
+    -------
+    int
+        Bytes, never negative.
+
+    >>> available_bytes("cpu") > 0
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
+    if device.type == "meta":
+        return _NO_LIMIT
+    limits = [_host_available(), *_cgroup_headroom(), *_address_space_headroom()]
+    return max(0, min(limits))
+
+
+def _read_int(path: Path) -> int | None:
+    """An integer file of /proc or /sys, or None when absent, unreadable or ``max``."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text or text == "max":
+        return None
+    try:
+        return int(text.split()[0])
+    except ValueError:
+        return None
+
+
+def _meminfo_kib(key: str, path: Path) -> int | None:
+    try:
+        with path.open() as lines:
+            for line in lines:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _host_available() -> int:
+    kib = _meminfo_kib("MemAvailable", _MEMINFO)
+    if kib is not None:
+        return kib * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reclaimable(stat: Path, key: str) -> int:
+    """Page cache the kernel drops before it kills: counted as available, as docker does."""
+    try:
+        for line in stat.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _own_cgroups(proc_self: Path) -> dict[str, str]:
+    """``{controller: path}`` from /proc/self/cgroup; the v2 group is under the key ``""``."""
+    groups: dict[str, str] = {}
+    try:
+        lines = (proc_self / "cgroup").read_text().splitlines()
+    except OSError:
+        return groups
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _hierarchy, controllers, path = parts
+        for controller in controllers.split(",") if controllers else [""]:
+            groups[controller] = path
+    return groups
+
+
+def _group_and_ancestors(base: Path, group: str) -> list[Path]:
+    """``base/group`` and each folder above it up to ``base``, those that exist.
+
+    Inside a container the group's path is often relative to another namespace, so the
+    mount's own root (``base``) is always among the candidates.
+    """
+    parts = [part for part in group.split("/") if part]
+    candidates = [base.joinpath(*parts[:k]) for k in range(len(parts), -1, -1)]
+    return [path for path in candidates if path.is_dir()]
+
+
+def _cgroup_headroom(root: Path = _CGROUP_ROOT, proc_self: Path = _PROC_SELF) -> list[int]:
+    """Limit minus (usage - reclaimable page cache) of every memory cgroup over this process."""
+    groups = _own_cgroups(proc_self)
+    headroom: list[int] = []
+    if "" in groups:  # cgroup v2
+        unified = root / "unified" if (root / "unified").is_dir() else root
+        for folder in _group_and_ancestors(unified, groups[""]):
+            limit = _read_int(folder / "memory.max")
+            usage = _read_int(folder / "memory.current")
+            if limit is not None and usage is not None and limit < _NO_LIMIT:
+                usage -= _reclaimable(folder / "memory.stat", "inactive_file")
+                headroom.append(limit - max(0, usage))
+    if "memory" in groups:  # cgroup v1
+        for folder in _group_and_ancestors(root / "memory", groups["memory"]):
+            limit = _read_int(folder / "memory.limit_in_bytes")
+            usage = _read_int(folder / "memory.usage_in_bytes")
+            if limit is not None and usage is not None and limit < _NO_LIMIT:
+                usage -= _reclaimable(folder / "memory.stat", "total_inactive_file")
+                headroom.append(limit - max(0, usage))
+    return headroom
+
+
+def _address_space_headroom(proc_self: Path = _PROC_SELF) -> list[int]:
+    """``RLIMIT_AS`` minus the address space this process has mapped (``VmSize``)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return []
+    mapped_kib = _meminfo_kib("VmSize", proc_self / "status") or 0
+    return [soft - mapped_kib * 1024]
+
+
+# ------------------------------------------------------------------------------- the guard
+
+
+def check_fits(
+    needed_bytes: int,
+    *,
+    what: str,
+    budget: int | None = None,
+    device: Any = "cpu",
+    available: int | None = None,
+    advice: str = "shrink the case",
+) -> None:
+    """Raise :class:`MemoryBudgetError` unless ``needed_bytes`` fits; the policy's one check.
+
+    The limit is ``available`` (read with :func:`available_bytes` when not given), or the
+    smaller of it and ``budget`` when a budget is set.
+
+    Parameters
+    ----------
+    needed_bytes : int
+        The predicted peak extra memory of the computation.
+    what : str
+        Names the computation and its sizes; the message starts with it.
+    budget : int, optional
+        An interactive caller's cap (e.g. :data:`LAB_BUDGET_BYTES`); ``None`` for none.
+    device : torch.device or str, default "cpu"
+        Where the computation would allocate.
+    available : int, optional
+        What :func:`available_bytes` returned, when the caller already read it this call.
+    advice : str
+        What to do instead; ends the message.
+
+    >>> check_fits(2**30, what="gather on A 1000 x 1000", budget=2**29)
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.MemoryBudgetError: gather on A 1000 x 1000 would need 1.00 GiB of \
+extra memory, above the budget of 512.00 MiB; refused before running: shrink the case
+    >>> check_fits(10, what="a tiny case")  # fits: returns None
+    """
+    if available is None:
+        available = available_bytes(device)
+    if budget is not None and budget <= available:
+        limit, against = budget, "the budget of"
+    else:
+        limit, against = available, f"what is available on {torch.device(device)},"
+    if needed_bytes > limit:
+        raise MemoryBudgetError(
+            f"{what} would need {format_bytes(needed_bytes)} of extra memory, above "
+            f"{against} {format_bytes(limit)}; refused before running: {advice}",
+            needed_bytes=int(needed_bytes),
+            budget_bytes=int(limit),
+        )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GuardedResult(Generic[T]):
+    """Outcome of :func:`guarded`: the value if it ran, the reason if it was refused.
+
+    Attributes
+    ----------
+    status : {"ran", "refused"}
+    value : object or None
+        What the function returned (``None`` when refused).
+    predicted_bytes, budget_bytes : int
+        The prediction and the limit it was checked against.
+    message : str
+        Empty when it ran; the refusal otherwise ("... would need X ...").
+    """
+
+    status: Literal["ran", "refused"]
+    value: T | None
+    predicted_bytes: int
+    budget_bytes: int
+    message: str = ""
+
+    @property
+    def refused(self) -> bool:
+        """True when the computation was not run."""
+        return self.status == "refused"
+
+
+def guarded(
+    fn: Callable[[], T],
+    *,
+    predicted_bytes: int,
+    what: str,
+    budget: int | None = LAB_BUDGET_BYTES,
+    device: Any = "cpu",
+) -> GuardedResult[T]:
+    """Run ``fn()`` only if ``predicted_bytes`` passes :func:`check_fits`; never raise for size.
+
+    For sweeps and widgets: a refused point becomes a result that says so, so one big case
+    does not stop the loop (or kill the kernel).
+
+    >>> r = guarded(lambda: 42, predicted_bytes=2**40, what="a huge case")
+    >>> r.refused, r.value
+    (True, None)
+    >>> r.message.startswith("a huge case would need 1.00 TiB of extra memory")
+    True
+    >>> guarded(lambda: 42, predicted_bytes=10, what="small").value
+    42
+    """
+    available = available_bytes(device)
+    limit = available if budget is None else min(budget, available)
+    try:
+        check_fits(predicted_bytes, what=what, budget=budget, device=device, available=available)
+    except MemoryBudgetError as refusal:
+        return GuardedResult("refused", None, int(predicted_bytes), int(limit), str(refusal))
+    return GuardedResult("ran", fn(), int(predicted_bytes), int(limit))
