@@ -8,6 +8,12 @@ then show the explorer. Tests set a control's ``.value`` and read ``explorer.res
 Every callback stays inside the memory guard (:mod:`sparsegrad_lab.memory`): a setting
 whose predicted peak exceeds the budget is reported, not run, so no slider can kill the
 kernel. ipywidgets and matplotlib are imported here only.
+
+Responsiveness on a 2-core Binder session: a slider that updates while dragged queues one
+callback per step of the drag. So a control whose callback takes more than about 0.2 s does
+not update continuously: the pattern explorer's sliders act on release, and the memory
+explorer measures only when its button is pressed, showing the model's predicted cost (cheap)
+as soon as a slider moves. ``tests/test_widgets.py`` times the callbacks that stay continuous.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ __all__ = [
     "gradient_entry_explorer",
     "gradient_entry_report",
     "memory_explorer",
+    "memory_preview",
     "memory_report",
     "pattern_explorer",
     "pattern_report",
@@ -224,8 +231,18 @@ def pattern_explorer(name: str = "uniform", n: int = 500, density: float = 0.01)
     return w.interactive(
         show,
         name=w.Dropdown(options=sorted(PATTERNS), value=name, description="pattern"),
-        n=w.IntSlider(value=n, min=20, max=5000, step=20, description="size n"),
-        density=w.FloatLogSlider(value=density, base=10, min=-4, max=-0.5, description="density"),
+        # On release: generating and drawing a pattern near the top of these ranges takes ~1 s.
+        n=w.IntSlider(
+            value=n, min=20, max=5000, step=20, description="size n", continuous_update=False
+        ),
+        density=w.FloatLogSlider(
+            value=density,
+            base=10,
+            min=-4,
+            max=-0.5,
+            description="density",
+            continuous_update=False,
+        ),
     )
 
 
@@ -315,15 +332,56 @@ def memory_report(
     return MemoryReport({"n": n, "nnz": nnz, "p": p}, predicted, measured, "\n".join(lines), fig)
 
 
+def memory_preview(n: int, density: float, p: int, *, budget: int = DEFAULT_BUDGET_BYTES) -> str:
+    """The model's predicted cost of :func:`memory_report` at one setting, without running it.
+
+    One line per strategy: the predicted peak extra memory, and whether the guard would
+    measure it or refuse it; then the multiply-adds of the sampled product (``dense`` forms
+    the whole :math:`n \\times n` product, :math:`n^2 p`; the others :math:`\\mathrm{nnz}\\,p`).
+    Costs microseconds, so the memory explorer shows it while a slider moves.
+
+    >>> print(memory_preview(1000, 0.01, 8, budget=4 * 2**20))
+    n = 1000, nnz = 10000, p = 8 -- predicted before measuring:
+     sddmm: 464.86 KiB, will be measured
+    gather: 1.06 MiB, will be measured
+     dense: 4.04 MiB, over the budget (4.00 MiB): will be refused
+    sampled product: dense 8.00e+06 multiply-adds, sddmm and gather 8.00e+04
+    Press "Measure" to run it.
+    """
+    from .memory_model import predict_peak_bytes
+
+    nnz = max(1, round(density * n * n))  # as the sweep behind memory_report counts it
+    lines = [f"n = {n}, nnz = {nnz}, p = {p} -- predicted before measuring:"]
+    for s in BACKWARD_STRATEGIES:
+        nbytes = predict_peak_bytes(s, n=n, m=n, nnz=nnz, p=p, layout="csr")
+        verdict = (
+            "will be measured"
+            if nbytes <= budget
+            else f"over the budget ({format_bytes(budget)}): will be refused"
+        )
+        lines.append(f"{s:>6}: {format_bytes(nbytes)}, {verdict}")
+    lines.append(
+        f"sampled product: dense {n * n * p:.2e} multiply-adds, sddmm and gather {nnz * p:.2e}"
+    )
+    lines.append('Press "Measure" to run it.')
+    return "\n".join(lines)
+
+
 def memory_explorer(n: int = 2000, density: float = 0.001, p: int = 32) -> Any:
-    """Sliders for ``n``, density and ``p`` over :func:`memory_report`.
+    """Sliders for ``n``, density and ``p`` and a "Measure" button over :func:`memory_report`.
+
+    One measurement takes seconds on two cores, so moving a slider only replaces the output
+    with :func:`memory_preview` (the model's prediction); the button runs the measurement.
+    The explorer measures its starting setting once when built.
 
     >>> import contextlib, io
-    >>> with contextlib.redirect_stdout(io.StringIO()):     # the callback prints and plots
+    >>> with contextlib.redirect_stdout(io.StringIO()):     # the callbacks print and plot
     ...     explorer = memory_explorer(n=200, density=0.01, p=4)
-    ...     explorer.children[2].value = 8
-    >>> explorer.result.case["p"]
-    8
+    ...     explorer.children[2].value = 8          # a preview only: nothing is measured
+    ...     before = explorer.result.case["p"]
+    ...     explorer.manual_button.click()          # now it measures
+    >>> before, explorer.result.case["p"]
+    (4, 8)
     """
     import ipywidgets as w
 
@@ -333,9 +391,20 @@ def memory_explorer(n: int = 2000, density: float = 0.001, p: int = 32) -> Any:
         _show_and_close(report.figure)
         return report
 
-    return w.interactive(
+    explorer = w.interactive(
         show,
+        {"manual": True, "manual_name": "Measure"},
         n=w.IntSlider(value=n, min=100, max=20_000, step=100, description="size n"),
         density=w.FloatLogSlider(value=density, base=10, min=-5, max=-1, description="density"),
         p=w.IntSlider(value=p, min=1, max=256, description="columns p"),
     )
+
+    def preview(_change: Any) -> None:
+        explorer.out.clear_output(wait=True)
+        with explorer.out:
+            print(memory_preview(*(control.value for control in explorer.kwargs_widgets)))
+
+    for control in explorer.kwargs_widgets:
+        control.observe(preview, names="value")
+    explorer.update()  # manual mode would otherwise show nothing until the first press
+    return explorer
