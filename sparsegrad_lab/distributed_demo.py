@@ -1,0 +1,207 @@
+r"""Learning edge weights with ``DistributedDataParallel``: several CPU processes, one answer.
+
+Lesson 05 (part 5) trains lesson 04's model -- the stored values :math:`w` of a sparse
+:math:`W` with a fixed pattern, fitted so that :math:`W X \approx Y` -- in several processes.
+This module holds what the processes run, because ``torch.multiprocessing.spawn`` starts
+fresh interpreters that must import the worker function by name (a function defined in a
+notebook cannot be found there).
+
+Data parallelism. Each of the :math:`P` processes keeps a full copy of :math:`w` and sees
+one shard of the signals: the columns :math:`S_r` of :math:`X` and :math:`Y`, all of the same
+size :math:`p / P`. Process :math:`r` computes the mean squared error on its shard,
+
+.. math::
+
+    L_r(w) = \frac{1}{n\,|S_r|} \sum_{k \in S_r} \lVert W x_k - y_k \rVert^2,
+    \qquad L(w) = \frac{1}{n p} \sum_{k} \lVert W x_k - y_k \rVert^2 = \frac{1}{P} \sum_r L_r(w),
+
+and ``DistributedDataParallel`` all-reduces the gradients after each backward and divides by
+:math:`P`: every process then holds :math:`\frac1P \sum_r \nabla L_r = \nabla L`, the
+gradient of the loss over all signals, and takes the same optimizer step a single process
+would take on all the data. So after any number of steps the weights agree with
+:func:`train_single` up to rounding (the all-reduce adds in another order). The gradient
+:math:`\nabla L_r` itself is ``sparse_mm``'s sampled product on the pattern; what crosses
+between processes is the dense vector of its ``nnz`` values.
+
+The processes talk through torch's ``gloo`` backend over TCP on ``127.0.0.1``: CPU only, no
+GPU or MPI needed.
+
+>>> problem = EdgeWeightProblem(n=40, nnz=160, p=8)
+>>> w = train_single(problem, steps=3)  # one value per stored entry (duplicates merged)
+>>> w.shape[0] <= 160, w.dtype
+(True, torch.float64)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InputValueError
+from .ops import sparse_mm
+
+__all__ = ["EdgeWeightProblem", "EdgeWeights", "train_distributed", "train_single"]
+
+
+@dataclass(frozen=True)
+class EdgeWeightProblem:
+    """A seeded edge-weight regression: ``Y = W* X + sigma E`` on a random sparse pattern.
+
+    ``W*`` is ``n x n`` with about ``nnz`` stored entries at random positions (duplicates
+    merged), positive, each row summing to 1; ``X`` holds ``p`` random signals. Everything is
+    float64 and rebuilt from these numbers alone, so each process of a distributed run makes
+    the same problem without receiving any tensor.
+
+    >>> problem = EdgeWeightProblem(n=30, nnz=90, p=4)
+    >>> indices, w_true, X, Y = problem.tensors()
+    >>> indices.shape[0], X.shape, Y.shape
+    (2, torch.Size([30, 4]), torch.Size([30, 4]))
+    """
+
+    n: int = 200
+    nnz: int = 1200
+    p: int = 32
+    sigma: float = 0.02
+    seed: int = 0
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(indices, w_true, X, Y)``: the pattern (2 x nnz, coalesced), true values, data."""
+        gen = torch.Generator().manual_seed(self.seed)
+        positions = torch.randint(0, self.n, (2, self.nnz), generator=gen)
+        pattern = torch.sparse_coo_tensor(
+            positions, torch.ones(self.nnz, dtype=torch.float64), (self.n, self.n)
+        ).coalesce()
+        indices = pattern.indices()
+        rows = indices[0]
+        raw = torch.rand(indices.shape[1], generator=gen, dtype=torch.float64) + 0.1
+        row_sums = torch.zeros(self.n, dtype=torch.float64).index_add_(0, rows, raw)
+        w_true = raw / row_sums[rows]
+        X = torch.randn(self.n, self.p, generator=gen, dtype=torch.float64)
+        W_true = torch.sparse_coo_tensor(indices, w_true, (self.n, self.n), is_coalesced=True)
+        noise = torch.randn(self.n, self.p, generator=gen, dtype=torch.float64)
+        Y = sparse_mm(W_true, X) + self.sigma * noise
+        return indices, w_true, X, Y
+
+
+class EdgeWeights(nn.Module):
+    """``X -> W X`` where ``W`` has a fixed pattern and learned values, one per stored entry.
+
+    The values start at ``1 / deg(i)`` for every entry of row ``i`` (all neighbours equal).
+
+    >>> indices = torch.tensor([[0, 0, 1], [0, 1, 1]])
+    >>> EdgeWeights(indices, 2).values.tolist()
+    [0.5, 0.5, 1.0]
+    """
+
+    indices: Tensor  # a buffer: DDP broadcasts it from rank 0 with the module's state
+
+    def __init__(self, indices: Tensor, n: int) -> None:
+        super().__init__()
+        rows = indices[0]
+        degree = torch.bincount(rows, minlength=n).to(torch.float64)
+        self.n = n
+        self.register_buffer("indices", indices)
+        self.values = nn.Parameter(1.0 / degree[rows])
+
+    def forward(self, X: Tensor) -> Tensor:
+        W = torch.sparse_coo_tensor(self.indices, self.values, (self.n, self.n), is_coalesced=True)
+        return sparse_mm(W, X)
+
+
+def _train(model: nn.Module, X: Tensor, Y: Tensor, steps: int, lr: float) -> None:
+    """Adam on the mean squared error of ``model(X)`` against ``Y``: the loop both paths run."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        ((model(X) - Y) ** 2).mean().backward()
+        optimizer.step()
+
+
+def train_single(problem: EdgeWeightProblem, steps: int = 50, lr: float = 0.01) -> Tensor:
+    """Train on all ``p`` signals in this process; returns the learned values."""
+    indices, _, X, Y = problem.tensors()
+    model = EdgeWeights(indices, problem.n)
+    _train(model, X, Y, steps, lr)
+    return model.values.detach().clone()
+
+
+def _shard(problem: EdgeWeightProblem, world_size: int) -> int:
+    """Columns per process; the shards must be equal for the averaged gradient to be exact."""
+    if world_size < 1 or problem.p % world_size:
+        raise InputValueError(
+            f"train_distributed: world_size must be >= 1 and divide the number of signals "
+            f"p = {problem.p} (equal shards), got world_size={world_size}"
+        )
+    return problem.p // world_size
+
+
+def _worker(
+    rank: int,
+    world_size: int,
+    address: str,
+    problem_fields: dict[str, float],
+    steps: int,
+    lr: float,
+    out_path: str,
+) -> None:
+    """One process: join the group, train its shard under DDP, rank 0 saves the values."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Two processes on a 2-core machine: one thread each, or they fight over the cores.
+    torch.set_num_threads(1)
+    # A fresh interpreter: opt out of torch's sparse invariant checks explicitly, as the
+    # lessons' setup() does, so torch does not warn on stderr that they are off by default.
+    torch.sparse.check_sparse_tensor_invariants.disable()
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size)
+    try:
+        problem = EdgeWeightProblem(**problem_fields)  # type: ignore[arg-type]
+        width = _shard(problem, world_size)
+        indices, _, X, Y = problem.tensors()
+        columns = slice(rank * width, (rank + 1) * width)
+        model = DistributedDataParallel(EdgeWeights(indices, problem.n))
+        _train(model, X[:, columns], Y[:, columns], steps, lr)
+        if rank == 0:
+            torch.save(model.module.values.detach().clone(), out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def train_distributed(
+    problem: EdgeWeightProblem, world_size: int = 2, steps: int = 50, lr: float = 0.01
+) -> Tensor:
+    """Train with ``world_size`` CPU processes under ``DistributedDataParallel`` (gloo).
+
+    Each process trains on ``p / world_size`` of the signals; returns rank 0's learned values,
+    which equal :func:`train_single`'s up to rounding (see the module docstring).
+
+    Raises
+    ------
+    InputValueError
+        If ``world_size`` does not divide ``problem.p``.
+    """
+    import torch.multiprocessing as mp
+
+    _shard(problem, world_size)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    with tempfile.TemporaryDirectory() as folder:
+        out_path = os.path.join(folder, "values.pt")
+        mp.spawn(
+            _worker,
+            args=(world_size, address, asdict(problem), steps, lr, out_path),
+            nprocs=world_size,
+            join=True,
+        )
+        values: Tensor = torch.load(out_path)
+    return values
