@@ -10,9 +10,10 @@ torch.Size([3, 4])
 """
 
 from .batching import sparse_block_diag, sparse_block_diag_split, stack_csr
+from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, SparseGradLabError
-from .ops import SampledProduct, SparseMatMul, sparse_mm, sparsity_pattern
-from .pattern import SparsityPattern, csr_tensor
+from .ops import SampledProduct, SparseMatMul, sampled_mm, sparse_mm, sparsity_pattern
+from .pattern import SparsityPattern
 from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "SparsityPattern",
     "__version__",
     "csr_tensor",
+    "sampled_mm",
     "sparse_block_diag",
     "sparse_block_diag_split",
     "sparse_mm",

@@ -68,20 +68,84 @@ A.to_sparse() or A.to_sparse_csr()
             f"sparse_mm: A and B must have the same dtype, got A {A.dtype} and B {B.dtype}; "
             "cast one with .to(dtype)"
         )
-    if A.dtype not in _EVERYWHERE_DTYPES + _CUDA_ONLY_DTYPES:
-        raise InputTypeError(
-            f"sparse_mm: dtype {A.dtype} is not supported; expected one of float32, "
-            "float64, complex64, complex128 (or float16/bfloat16 on CUDA)"
-        )
     if A.device != B.device:
         raise InputValueError(
             f"sparse_mm: A and B must be on the same device, got A on {A.device} and B on "
             f"{B.device}"
         )
-    if A.dtype in _CUDA_ONLY_DTYPES and A.device.type != "cuda":
+    _check_dtype_and_device("sparse_mm", A.dtype, A.device, "A")
+
+
+def _check_dtype_and_device(
+    where: str, dtype: torch.dtype, device: torch.device, name: str
+) -> None:
+    if dtype not in _EVERYWHERE_DTYPES + _CUDA_ONLY_DTYPES:
         raise InputTypeError(
-            f"sparse_mm: {A.dtype} is supported on CUDA only (torch's {A.device.type} sparse "
+            f"{where}: {name} has dtype {dtype}, which is not supported; expected one of "
+            "float32, float64, complex64, complex128 (or float16/bfloat16 on CUDA)"
+        )
+    if dtype in _CUDA_ONLY_DTYPES and device.type != "cuda":
+        raise InputTypeError(
+            f"{where}: {dtype} is supported on CUDA only (torch's {device.type} sparse "
             "kernels have no half-precision matmul); use float32 on this device"
+        )
+
+
+def check_sampled_mm_inputs(A: Any, X: Any, Y: Any, backward: Any) -> None:
+    """Raise :class:`InputTypeError` / :class:`InputValueError` if ``sampled_mm`` cannot run.
+
+    ``A`` gives only its pattern, so its dtype is free; ``X`` ``(n, d)`` and ``Y`` ``(d, m)``
+    (or batched) must be dense, of one supported dtype and on ``A``'s device.
+
+    >>> check_sampled_mm_inputs(torch.eye(2).to_sparse(), torch.ones(2, 3), torch.ones(2, 2),
+    ...                         "sddmm")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: sampled_mm: X @ Y needs X's columns to match Y's \
+rows, got X of shape (2, 3) and Y of shape (2, 2)
+    """
+    where = "sampled_mm"
+    if not isinstance(backward, str) or backward not in BACKWARD_STRATEGIES:
+        raise InputValueError(
+            f"{where}: backward must be one of {BACKWARD_STRATEGIES}, got {backward!r}"
+        )
+    check_sparse_matrix(A, where)
+    rows, cols = ("(n, d)", "(d, m)") if A.dim() == 2 else ("(b, n, d)", "(b, d, m)")
+    for name, M, expected in (("X", X, rows), ("Y", Y, cols)):
+        if not isinstance(M, Tensor) or M.layout != torch.strided:
+            raise InputTypeError(
+                f"{where}: {name} must be a dense (strided) tensor, got {_kind(M)}"
+            )
+        if M.dim() != A.dim():
+            raise InputValueError(
+                f"{where}: A is {A.dim()}-D {tuple(A.shape)}, so {name} must be {A.dim()}-D "
+                f"{expected}; got {name} of shape {tuple(M.shape)}"
+            )
+    if X.shape[-1] != Y.shape[-2]:
+        raise InputValueError(
+            f"{where}: X @ Y needs X's columns to match Y's rows, got X of shape "
+            f"{tuple(X.shape)} and Y of shape {tuple(Y.shape)}"
+        )
+    if X.shape[-2] != A.shape[-2] or Y.shape[-1] != A.shape[-1]:
+        raise InputValueError(
+            f"{where}: X @ Y must have A's shape {tuple(A.shape[-2:])}, got X of shape "
+            f"{tuple(X.shape)} and Y of shape {tuple(Y.shape)}"
+        )
+    if A.dim() == 3 and not X.shape[0] == Y.shape[0] == A.shape[0]:
+        raise InputValueError(
+            f"{where}: batch sizes differ: A has {A.shape[0]} items, X {X.shape[0]} and "
+            f"Y {Y.shape[0]}"
+        )
+    if X.dtype != Y.dtype:
+        raise InputTypeError(
+            f"{where}: X and Y must have the same dtype, got X {X.dtype} and Y {Y.dtype}; "
+            "cast one with .to(dtype)"
+        )
+    _check_dtype_and_device(where, X.dtype, X.device, "X")
+    if not A.device == X.device == Y.device:
+        raise InputValueError(
+            f"{where}: A, X and Y must be on the same device, got {A.device}, {X.device} "
+            f"and {Y.device}"
         )
 
 
@@ -184,3 +248,143 @@ def dtype_from(dtype: Any, name: str = "dtype") -> torch.dtype:
     if not isinstance(dtype, torch.dtype):
         raise InputValueError(f"{name} must be a torch.dtype or its name, got {dtype!r}")
     return dtype
+
+
+# ------------------------------------------------------------------- the indices themselves
+
+
+def check_indices(A: Tensor, where: str, name: str = "A") -> None:
+    """Raise :class:`InputValueError` unless every index of sparse ``A`` is valid.
+
+    torch checks sparse invariants only when asked, and its kernels read out of bounds
+    (or abort the process) on an index out of range. One vectorised pass of cheap
+    reductions decides; only when one fails is the first offending entry searched for,
+    so the message can name it. COO: every index in range, and a tensor marked coalesced
+    really strictly increasing in row-major order. CSR: as many values as column indices,
+    row pointers starting at 0, never decreasing and ending at nnz, columns in range.
+    A meta tensor holds no indices to check, and is refused.
+
+    >>> bad = torch.sparse_coo_tensor(torch.tensor([[0, 5], [0, 1]]), torch.ones(2), (2, 2),
+    ...                               check_invariants=False)
+    >>> check_indices(bad, "sparse_mm")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: sparse_mm: A: row index 5 at entry 1 is out of \
+range for 2 rows; build A from valid indices (torch.sparse.check_sparse_tensor_invariants \
+finds them at construction)
+    """
+    if A.device.type == "meta":
+        raise InputValueError(
+            f"{where}: {name} is on the meta device, which holds no indices or values; "
+            "build it on a real device (cpu, cuda)"
+        )
+    if A.layout == torch.sparse_coo:
+        _check_coo_indices(A, where, name)
+    else:
+        _check_csr_indices(A, where, name)
+
+
+_AXES = {2: ("row", "column"), 3: ("batch", "row", "column")}
+_AXIS_UNITS = {"batch": "items", "row": "rows", "column": "columns"}
+_FIX = (
+    "build A from valid indices (torch.sparse.check_sparse_tensor_invariants finds them at "
+    "construction)"
+)
+
+
+def _first(bad: Tensor) -> int:
+    """Position of the first ``True`` of a 1-D bool tensor known to hold one."""
+    return int(bad.nonzero()[0, 0])
+
+
+def _check_coo_indices(A: Tensor, where: str, name: str) -> None:
+    indices = A._indices()
+    if indices.shape[1] == 0:
+        return
+    axes = _AXES[A.dim()]
+    lo, hi = torch.aminmax(indices, dim=1)
+    limits = torch.tensor(A.shape, device=indices.device)
+    if bool(((lo < 0) | (hi >= limits)).any()):
+        out = (indices < 0) | (indices >= limits.unsqueeze(1))
+        entry = _first(out.any(0))
+        axis = _first(out[:, entry])
+        label = axes[axis]
+        raise InputValueError(
+            f"{where}: {name}: {label} index {int(indices[axis, entry])} at entry {entry} is "
+            f"out of range for {A.shape[axis]} {_AXIS_UNITS[label]}; {_FIX}"
+        )
+    if A.is_coalesced() and indices.shape[1] > 1:
+        key = indices[0]
+        for axis in range(1, A.dim()):
+            key = key * A.shape[axis] + indices[axis]
+        steps = key.diff()
+        if bool((steps <= 0).any()):
+            entry = _first(steps <= 0) + 1
+            raise InputValueError(
+                f"{where}: {name} is marked coalesced, but entry {entry} at "
+                f"{tuple(indices[:, entry].tolist())} does not come after entry {entry - 1} "
+                f"at {tuple(indices[:, entry - 1].tolist())} in row-major order (sorted, "
+                "no duplicates); build A without is_coalesced=True, or call "
+                "torch.sparse_coo_tensor(indices, values, size).coalesce()"
+            )
+
+
+def check_values_count(A: Tensor, where: str, name: str = "A") -> None:
+    """Raise unless CSR ``A`` has exactly one value per column index (O(1)).
+
+    >>> A = torch.sparse_csr_tensor(torch.tensor([0, 1]), torch.tensor([0]), torch.ones(2),
+    ...                             (1, 1), check_invariants=False)
+    >>> check_values_count(A, "sparse_mm")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: sparse_mm: A has values of shape (2,) for column \
+indices of shape (1,); expected one value per column index
+    """
+    values, col = A.values(), A.col_indices()
+    if values.shape != col.shape:
+        raise InputValueError(
+            f"{where}: {name} has values of shape {tuple(values.shape)} for column indices "
+            f"of shape {tuple(col.shape)}; expected one value per column index"
+        )
+
+
+def _check_csr_indices(A: Tensor, where: str, name: str) -> None:
+    check_values_count(A, where, name)
+    crow, col = A.crow_indices(), A.col_indices()
+    item = "" if A.dim() == 2 else " of item {}"
+    nnz = col.shape[-1]
+    crow2 = crow.reshape(-1, crow.shape[-1])
+    col2 = col.reshape(crow2.shape[0], nnz)
+    first, last = crow2[:, 0], crow2[:, -1]
+    if bool((first != 0).any()):
+        t = _first(first != 0)
+        raise InputValueError(
+            f"{where}: {name}: crow_indices(){item.format(t)} must start at 0, got "
+            f"{int(first[t])}; {_FIX}"
+        )
+    if bool((last != nnz).any()):
+        t = _first(last != nnz)
+        raise InputValueError(
+            f"{where}: {name}: crow_indices(){item.format(t)} must end at nnz = {nnz}, got "
+            f"{int(last[t])}; {_FIX}"
+        )
+    steps = crow2.diff(dim=1)
+    if bool((steps < 0).any()):
+        t = _first((steps < 0).any(1))
+        entry = _first(steps[t] < 0) + 1
+        raise InputValueError(
+            f"{where}: {name}: crow_indices(){item.format(t)} must not decrease, but entry "
+            f"{entry} is {int(crow2[t, entry])} after {int(crow2[t, entry - 1])}; {_FIX}"
+        )
+    if nnz == 0:
+        return
+    lo, hi = torch.aminmax(col2)
+    m = A.shape[-1]
+    if int(lo) < 0 or int(hi) >= m:
+        out = (col2 < 0) | (col2 >= m)
+        t = _first(out.any(1))
+        entry = _first(out[t])
+        raise InputValueError(
+            f"{where}: {name}: column index {int(col2[t, entry])} at entry {entry}"
+            f"{item.format(t)} is out of range for {m} columns; {_FIX}"
+        )

@@ -34,8 +34,9 @@ import torch
 from torch import Tensor
 
 from ._checks import _kind, check_sparse_layout
+from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError
-from .pattern import csr_tensor, pattern_and_values
+from .pattern import pattern_and_values
 
 __all__ = ["sparse_block_diag", "sparse_block_diag_split", "stack_csr"]
 

@@ -54,6 +54,7 @@ from .memory import (
     measure_in_fresh_process,
     measure_peak_bytes,
 )
+from .memory_guard import available_bytes
 from .memory_model import (
     IMPLEMENTATIONS,
     describe_case,
@@ -61,7 +62,6 @@ from .memory_model import (
     predict_peak_bytes,
     unsupported_reason,
 )
-from .ops import available_memory_bytes
 
 __all__ = [
     "DEFAULT_IMPLS",
@@ -485,7 +485,7 @@ def run_benchmark(
             if bandwidth is None and group[0].device not in bw_by_device:
                 bw_by_device[group[0].device] = measure_copy_bandwidth(device)
             bw = bandwidth or bw_by_device[group[0].device]
-            limit = memory_limit_bytes or int(0.8 * available_memory_bytes(device))
+            limit = memory_limit_bytes or int(0.8 * available_bytes(device))
             runnable: list[tuple[Case, str, Result]] = []
             for case in group:
                 for impl in impls:

@@ -36,9 +36,10 @@ import torch
 from torch import Tensor
 
 from ._checks import dtype_from, layout_name
+from .csr_from_values import csr_tensor
 from .errors import InputValueError, MemoryBudgetError, format_bytes
 from .memory_model import IMPLEMENTATIONS
-from .pattern import SparsityPattern, csr_tensor
+from .pattern import SparsityPattern
 from .patterns import uniform_random
 from .sddmm import BACKWARD_STRATEGIES
 

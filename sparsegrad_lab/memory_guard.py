@@ -10,7 +10,9 @@ Every part of the package that could exhaust memory follows the same two rules.
    space already mapped. A Binder pod capped at 2 GiB on a host with 200 GiB free is
    therefore seen as the 2 GiB pod it is. On CUDA it is the device's free memory plus what
    torch's caching allocator holds unused. ``sparse_mm``, the test-matrix generators and
-   the benchmark ask only this question; the memory is read once per call.
+   the benchmark ask only this question; the memory is read once per call, and not at all
+   for an operation needing less than :data:`NEGLIGIBLE_BYTES` (the read costs more than
+   such an operation).
 2. **Does it fit the budget?** Interactive callers (the lessons' sweeps and widgets) set a
    *budget* as well, :data:`LAB_BUDGET_BYTES` unless told otherwise, so that one slider
    dragged to its end cannot take a 2 GiB Binder kernel down; the limit is then the
@@ -37,6 +39,7 @@ from .errors import MemoryBudgetError, format_bytes
 
 __all__ = [
     "LAB_BUDGET_BYTES",
+    "NEGLIGIBLE_BYTES",
     "GuardedResult",
     "available_bytes",
     "check_fits",
@@ -52,6 +55,12 @@ __all__ = [
 #: second interpreter with torch (another ~250 MiB). 512 MiB for one operation's extra
 #: memory keeps the sum near 1.2 GiB, below both limits, with the model's tolerance to spare.
 LAB_BUDGET_BYTES = 512 * 2**20
+
+#: Below this, an operation's extra memory is not checked at all: reading what is
+#: available costs tens of microseconds (several /proc and /sys files), more than the whole
+#: product on a lesson-sized graph, and a process that cannot find 1 MiB more is past
+#: saving by a polite refusal anyway.
+NEGLIGIBLE_BYTES = 2**20
 
 # cgroup v1 reports "no limit" as a huge number near 2**63 rather than a word.
 _NO_LIMIT = 2**60

@@ -18,24 +18,45 @@ backward needs no extra code: the derivative of the sampled product
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-from ._checks import check_sparse_matrix, check_sparse_mm_inputs
-from .errors import InputTypeError, InputValueError, MemoryBudgetError, format_bytes
-from .pattern import SparsityPattern, pattern_and_values, pattern_mismatch
+from . import memory_guard
+from ._checks import (
+    check_indices,
+    check_sampled_mm_inputs,
+    check_sparse_matrix,
+    check_sparse_mm_inputs,
+    check_values_count,
+)
+from ._torch_util import element_size
+from .csr_from_values import CooFromValues, csr_tensor
+from .errors import InputTypeError, InputValueError
+from .pattern import (
+    SparsityPattern,
+    coalesced,
+    kept_pattern,
+    pattern_and_values,
+    pattern_mismatch,
+    values_of,
+)
 from .sddmm import BackwardStrategy, sampled_product, sampled_product_workspace_bytes
 
-__all__ = ["SampledProduct", "SparseMatMul", "sparse_mm", "sparsity_pattern"]
+__all__ = ["SampledProduct", "SparseMatMul", "sampled_mm", "sparse_mm", "sparsity_pattern"]
 
 
 def _spmm(pattern: SparsityPattern, values: Tensor, X: Tensor) -> Tensor:
     """``A @ X`` for the CSR matrix (pattern, values), on torch's own CSR kernel."""
-    return pattern.to_csr(values.resolve_conj()) @ X.resolve_conj()
+    A = pattern.to_csr(values.resolve_conj())
+    if torch.is_autocast_enabled(X.device.type):
+        # Autocast would cast this product to bfloat16/float16, which torch's CPU sparse
+        # kernels do not implement; like torch.sparse.mm, compute in the inputs' dtype.
+        with torch.autocast(X.device.type, enabled=False):
+            return A @ X.resolve_conj()
+    return A @ X.resolve_conj()
 
 
 def _adjoint_values(values: Tensor, pattern: SparsityPattern) -> tuple[Tensor, SparsityPattern]:
@@ -44,15 +65,35 @@ def _adjoint_values(values: Tensor, pattern: SparsityPattern) -> tuple[Tensor, S
     return values[transpose.perm].conj(), transpose.pattern
 
 
+def _check_operands(pattern: SparsityPattern, values: Tensor, B: Tensor) -> None:
+    """``SparseMatMul``'s own check: ``values`` and ``B`` must fit ``pattern``.
+
+    Cheap (shapes only), so that a wrong ``values`` can never be read out of bounds.
+    """
+    if values.shape != (pattern.nnz,):
+        raise InputValueError(
+            f"SparseMatMul: values must have shape ({pattern.nnz},), one per stored entry of "
+            f"the pattern, got {tuple(values.shape)}"
+        )
+    if B.dim() != 2 or B.shape[0] != pattern.shape[1]:
+        raise InputValueError(
+            f"SparseMatMul: B must be 2-D with {pattern.shape[1]} rows (the pattern's "
+            f"columns), got shape {tuple(B.shape)}"
+        )
+
+
 class SparseMatMul(torch.autograd.Function):
     """Autograd function ``C = A(values) @ B`` for a fixed :class:`SparsityPattern`.
 
     Takes the values of ``A`` (aligned with ``pattern``) rather than ``A`` itself, so that
-    the gradient flows into them as a plain dense tensor and torch's own ``values()``
-    backward turns it into a sparse tensor of ``A``'s layout. Use :func:`sparse_mm`,
-    which builds the pattern, unless you call this in a loop with a pattern you keep.
+    the gradient flows into them as a plain dense tensor and the values' own backward
+    turns it into a sparse tensor of ``A``'s layout. Use :func:`sparse_mm`, which builds
+    and checks the pattern; here only the shapes of ``values`` and ``B`` are checked.
 
     ``apply(values, B, pattern, strategy)``: values ``(nnz,)``, B ``(M, p)`` -> ``(N, p)``.
+    When the backward runs without ``create_graph`` it calls the kernels directly; with
+    it, it applies :class:`SparseMatMul` and :class:`SampledProduct` again, so that its
+    result can be differentiated.
 
     Examples
     --------
@@ -70,21 +111,26 @@ class SparseMatMul(torch.autograd.Function):
         pattern: SparsityPattern,
         strategy: BackwardStrategy,
     ) -> Tensor:
+        _check_operands(pattern, values, B)
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(values, B)
         ctx.pattern, ctx.strategy = pattern, strategy  # type: ignore[attr-defined]
         return _spmm(pattern, values, B)
 
     @staticmethod
-    def backward(ctx: Any, G: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def backward(ctx: Any, G: Tensor | None) -> tuple[Tensor | None, Tensor | None, None, None]:
+        if G is None:  # no gradient reached C: none for A and B either, as torch does
+            return None, None, None, None
         values, B = ctx.saved_tensors
         pattern, strategy = ctx.pattern, ctx.strategy
         G = G.contiguous()  # an expanded gradient (from .sum()) has stride 0
         grad_values = grad_B = None
         if ctx.needs_input_grad[0]:
-            grad_values = SampledProduct.apply(G, B, pattern, strategy)
+            grad_values = _sampled(pattern, G, B, strategy)
         if ctx.needs_input_grad[1]:
+            _guard_transpose(pattern, G)
             adjoint, adjoint_pattern = _adjoint_values(values, pattern)
-            grad_B = SparseMatMul.apply(adjoint, G, adjoint_pattern, strategy)
+            grad_B = _product(adjoint_pattern, adjoint, G, strategy)
         return grad_values, grad_B, None, None
 
 
@@ -93,6 +139,7 @@ class SampledProduct(torch.autograd.Function):
 
     ``apply(G, B, pattern, strategy)``: G ``(N, p)``, B ``(M, p)`` -> ``(nnz,)``.
     Its own gradient, for an upstream ``H`` on the pattern: ``∇G = H B``, ``∇B = Hᴴ G``.
+    Use :func:`sampled_mm` for the checked, public form.
 
     Examples
     --------
@@ -110,80 +157,120 @@ class SampledProduct(torch.autograd.Function):
         pattern: SparsityPattern,
         strategy: BackwardStrategy,
     ) -> Tensor:
+        N, M = pattern.shape
+        if (
+            G.dim() != 2
+            or B.dim() != 2
+            or (G.shape[0], B.shape[0]) != (N, M)
+            or (G.shape[1] != B.shape[1])
+        ):
+            raise InputValueError(
+                f"SampledProduct: G must be ({N}, p) and B ({M}, p) for the pattern's "
+                f"{N} x {M} matrix, got {tuple(G.shape)} and {tuple(B.shape)}"
+            )
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(G, B)
         ctx.pattern, ctx.strategy = pattern, strategy  # type: ignore[attr-defined]
         return sampled_product(pattern, G, B, strategy)
 
     @staticmethod
-    def backward(ctx: Any, H: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def backward(ctx: Any, H: Tensor | None) -> tuple[Tensor | None, Tensor | None, None, None]:
+        if H is None:
+            return None, None, None, None
         G, B = ctx.saved_tensors
         pattern, strategy = ctx.pattern, ctx.strategy
         grad_G = grad_B = None
         if ctx.needs_input_grad[0]:
-            grad_G = SparseMatMul.apply(H, B, pattern, strategy)
+            grad_G = _product(pattern, H, B, strategy)
         if ctx.needs_input_grad[1]:
+            _guard_transpose(pattern, G)
             adjoint, adjoint_pattern = _adjoint_values(H, pattern)
-            grad_B = SparseMatMul.apply(adjoint, G, adjoint_pattern, strategy)
+            grad_B = _product(adjoint_pattern, adjoint, G, strategy)
         return grad_G, grad_B, None, None
 
 
-def available_memory_bytes(device: torch.device) -> int:
-    """Memory a new allocation on ``device`` can still get, in bytes.
+# Inside a backward, torch.is_grad_enabled() is True exactly when create_graph=True asked
+# for the result to be differentiated again. Only then are the products autograd functions;
+# otherwise the kernels run directly, without a nested Function's bookkeeping per product.
 
-    CUDA: free device memory plus what torch's caching allocator holds unused. CPU: the
-    kernel's ``MemAvailable`` estimate (Linux), else physical pages still free.
 
-    >>> available_memory_bytes(torch.device("cpu")) > 0
-    True
+def _product(
+    pattern: SparsityPattern, values: Tensor, X: Tensor, strategy: BackwardStrategy
+) -> Tensor:
+    """``A(values) @ X`` inside a backward."""
+    if torch.is_grad_enabled():
+        return SparseMatMul.apply(values, X, pattern, strategy)  # type: ignore[no-any-return]
+    return _spmm(pattern, values, X)
+
+
+def _sampled(pattern: SparsityPattern, G: Tensor, B: Tensor, strategy: BackwardStrategy) -> Tensor:
+    """``(G Bᴴ)`` at the pattern, inside a backward."""
+    if torch.is_grad_enabled():
+        return SampledProduct.apply(G, B, pattern, strategy)  # type: ignore[no-any-return]
+    return sampled_product(pattern, G, B, strategy)
+
+
+# ---------------------------------------------------------------------------- memory guard
+
+
+def _index_bytes(count: int) -> int:
+    """Bytes of an int64 index vector of ``count`` entries (int32 when the caller says so)."""
+    return count * 8
+
+
+def _pattern_bytes(A: Tensor) -> int:
+    """What building ``A``'s pattern allocates: COO's row pointers, a batch's stacked indices.
+
+    COO ``(b, n, m)``: ``b n + 1`` int64 row pointers (and, batched, the stacked row and
+    column of every entry); batched CSR: the stacked row pointers and columns. A 2-D CSR
+    pattern is ``A``'s own indices.
     """
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return int(free + cached)
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    b, n = (A.shape[0], A.shape[1]) if A.dim() == 3 else (1, A.shape[0])
+    if A.layout == torch.sparse_coo:
+        stacked = 2 * A._nnz() if A.dim() == 3 else 0
+        return _index_bytes(b * n + 1 + stacked)
+    if A.dim() == 3:
+        return _index_bytes(b * n + 1 + A.col_indices().numel())
+    return 0
 
 
-def _refuse_if_output_cannot_fit(pattern: SparsityPattern, p: int, dtype: torch.dtype) -> None:
-    needed = pattern.shape[0] * p * torch.empty(0, dtype=dtype).element_size()
-    available = available_memory_bytes(pattern.device)
-    if needed > available:
-        raise MemoryBudgetError(
-            f"sparse_mm: the result C of {pattern.shape[0]} x {p} would need "
-            f"{format_bytes(needed)}, but only {format_bytes(available)} is available on "
-            f"{pattern.device}; use fewer rows or columns, or split B's columns",
-            needed_bytes=needed,
-            budget_bytes=available,
+def _transpose_bytes(pattern: SparsityPattern) -> int:
+    """What ``pattern.transpose`` allocates when first used (zero once it is cached).
+
+    ``M + 1`` row pointers, the sorted columns, the permutation (int64) and the gathered
+    rows; counted at int64 throughout (int32 where they fit: an upper bound).
+    """
+    if "transpose" in pattern.__dict__:  # functools.cached_property stores it there
+        return 0
+    return _index_bytes(pattern.shape[1] + 1 + 3 * pattern.nnz)
+
+
+def _guard_transpose(pattern: SparsityPattern, G: Tensor) -> None:
+    """Backward runs later than the forward's check: read what is available once more."""
+    needed = _transpose_bytes(pattern) + pattern.shape[1] * G.shape[-1] * G.element_size()
+    if needed > memory_guard.NEGLIGIBLE_BYTES:
+        n, m = pattern.block_shape
+        memory_guard.check_fits(
+            needed,
+            what=f"sparse_mm: the backward's transpose of A and ∇B for A of {pattern.batch} "
+            f"x {n} x {m} with {pattern.nnz} stored entries and p={G.shape[-1]}",
+            device=pattern.device,
+            advice="free memory before calling backward, or use fewer columns of B",
         )
 
 
-def _refuse_if_backward_cannot_fit(
-    pattern: SparsityPattern, p: int, dtype: torch.dtype, strategy: BackwardStrategy
+def _check_sizes(
+    where: str,
+    checks: list[tuple[int, str, str]],
+    device: torch.device,
 ) -> None:
-    needed = sampled_product_workspace_bytes(
-        strategy,
-        batch=pattern.batch,
-        block_shape=pattern.block_shape,
-        nnz=pattern.nnz,
-        p=p,
-        dtype=dtype,
-    )
-    available = available_memory_bytes(pattern.device)
-    if needed > available:
-        n, m = pattern.block_shape
-        raise MemoryBudgetError(
-            f"sparse_mm: backward={strategy!r} would need {format_bytes(needed)} of "
-            f"temporaries for A of {pattern.batch} x {n} x {m} with {pattern.nnz} stored "
-            f"entries and p={p}, but only {format_bytes(available)} is available on "
-            f"{pattern.device}; use backward='sddmm', whose working set stays bounded",
-            needed_bytes=needed,
-            budget_bytes=available,
+    """Read the available memory once (if anything is worth checking), then check each."""
+    if sum(needed for needed, _what, _advice in checks) <= memory_guard.NEGLIGIBLE_BYTES:
+        return
+    available = memory_guard.available_bytes(device)
+    for needed, what, advice in checks:
+        memory_guard.check_fits(
+            needed, what=f"{where}: {what}", device=device, available=available, advice=advice
         )
 
 
@@ -191,14 +278,16 @@ def sparsity_pattern(A: Tensor) -> SparsityPattern:
     """The pattern of ``A``, to build once and pass to every :func:`sparse_mm` with that ``A``.
 
     In a loop that multiplies matrices with the same stored positions (a fixed graph whose
-    edge weights are learned, say), each call would otherwise rebuild the pattern, and each
-    backward would rebuild the transpose that ``∇B = Aᴴ G`` needs: a sort of the ``nnz``
-    column indices, two gathers and a row-pointer conversion (the ``sddmm_kept`` rows of
-    the committed CPU benchmark show what keeping it saves). A kept pattern computes its
+    edge weights are learned, say), each call would otherwise check ``A``'s indices and
+    rebuild the pattern, and each backward would rebuild the transpose that ``∇B = Aᴴ G``
+    needs: a sort of the ``nnz`` column indices, two gathers and a row-pointer conversion
+    (the ``sddmm_kept`` rows of the committed CPU benchmark show what keeping it saves). A
+    kept pattern checks ``A``'s indices once, here, owns a copy of them, computes its
     transpose on first use and reuses it. The price is memory, held for as long as you
-    keep the pattern: after the first backward, an int64 permutation and two int32 index
-    vectors of length ``nnz`` (int64 beyond 2³¹), ``m + 1`` row pointers and, for CSR, the
-    expanded row of each entry in ``A``'s index dtype -- 16 to 24 bytes per stored entry.
+    keep the pattern: the copy of the indices and, after the first backward, an int64
+    permutation and two int32 index vectors of length ``nnz`` (int64 beyond 2³¹),
+    ``m + 1`` row pointers and, for CSR, the expanded row of each entry in ``A``'s index
+    dtype -- 24 to 40 bytes per stored entry in all.
 
     Parameters
     ----------
@@ -210,7 +299,13 @@ def sparsity_pattern(A: Tensor) -> SparsityPattern:
     -------
     SparsityPattern
         Pass it as ``sparse_mm(A, B, pattern=...)``. Each call checks that ``A`` has exactly
-        the indices the pattern was built from (one comparison pass) and refuses otherwise.
+        the indices the pattern was built from (one comparison pass with the pattern's own
+        copy, so index buffers refilled in place are caught too) and refuses otherwise.
+
+    Raises
+    ------
+    InputTypeError, InputValueError
+        If ``A`` is not a sparse matrix or any of its indices is invalid.
 
     Examples
     --------
@@ -224,23 +319,41 @@ def sparsity_pattern(A: Tensor) -> SparsityPattern:
     tensor([1., 1., 1.])
     """
     check_sparse_matrix(A, "sparsity_pattern")
-    pattern, _values = pattern_and_values(A.detach())
-    return pattern
+    check_indices(A, "sparsity_pattern")
+    return kept_pattern(A)
 
 
-def _check_kept_pattern(pattern: object, A: Tensor) -> None:
+def _check_kept_pattern(pattern: object, A: Tensor, where: str) -> None:
     """Refuse a ``pattern=`` that is not a pattern of ``A`` (coalesced already, if COO)."""
     if not isinstance(pattern, SparsityPattern):
         raise InputTypeError(
-            "sparse_mm: pattern must be a SparsityPattern from sparsity_pattern(A) or None, "
+            f"{where}: pattern must be a SparsityPattern from sparsity_pattern(A) or None, "
             f"got an object of type {type(pattern).__name__}"
         )
     reason = pattern_mismatch(pattern, A)
     if reason is not None:
         raise InputValueError(
-            f"sparse_mm: pattern does not belong to A: {reason}; build it from this A with "
+            f"{where}: pattern does not belong to A: {reason}; build it from this A with "
             "sparsity_pattern(A), or pass pattern=None"
         )
+
+
+def _pattern_for(
+    A: Tensor, kept: SparsityPattern | None, where: str
+) -> tuple[Tensor, SparsityPattern | None]:
+    """``A`` coalesced (once) and checked: its indices, or their match with ``kept``.
+
+    Returns the kept pattern, or ``None`` when the caller must build one (after its
+    memory check, since building allocates).
+    """
+    if kept is None or (A.layout == torch.sparse_coo and not A.is_coalesced()):
+        check_indices(A, where)  # before coalesce(), which itself reads the indices
+    A = coalesced(A)
+    if kept is not None:
+        if A.layout == torch.sparse_csr:
+            check_values_count(A, where)
+        _check_kept_pattern(kept, A, where)
+    return A, kept
 
 
 def sparse_mm(
@@ -307,17 +420,139 @@ def sparse_mm(
             [3., 3.]])
     """
     check_sparse_mm_inputs(A, B, backward)
-    if pattern is not None:
-        if A.layout == torch.sparse_coo:
-            A = A.coalesce()  # what pattern_and_values does anyway: a no-op the second time
-        _check_kept_pattern(pattern, A)
-    pattern, values = pattern_and_values(A, pattern)
+    A, kept = _pattern_for(A, pattern, "sparse_mm")
+    b, n, m = A.shape if A.dim() == 3 else (1, *A.shape)
     p = B.shape[-1]
-    _refuse_if_output_cannot_fit(pattern, p, B.dtype)
-    if values.requires_grad and torch.is_grad_enabled():
-        _refuse_if_backward_cannot_fit(pattern, p, B.dtype, backward)
-    if A.dim() == 2:
-        return SparseMatMul.apply(values, B, pattern, backward)
-    b, n, _m = A.shape
-    C = SparseMatMul.apply(values, B.reshape(-1, p), pattern, backward)
-    return C.view(b, n, p)
+    elem = element_size(B.dtype)
+    needs_grad_A = A.requires_grad and torch.is_grad_enabled()
+    nnz = A._nnz() if A.layout == torch.sparse_coo else A.col_indices().numel()
+    checks = [
+        (
+            b * n * p * elem + (0 if kept else _pattern_bytes(A)),
+            f"the result C of {b * n} x {p} (and A's pattern)",
+            "use fewer rows or columns, or split B's columns",
+        )
+    ]
+    if needs_grad_A:
+        workspace = sampled_product_workspace_bytes(
+            backward, batch=b, block_shape=(n, m), nnz=nnz, p=p, dtype=B.dtype
+        )
+        checks.append(
+            (
+                workspace,
+                f"backward={backward!r} for A of {b} x {n} x {m} with {nnz} stored entries "
+                f"and p={p}",
+                "use backward='sddmm', whose working set stays bounded",
+            )
+        )
+    _check_sizes("sparse_mm", checks, A.device)
+    pattern = kept if kept is not None else pattern_and_values(A)[0]
+    values = values_of(A)
+    C = SparseMatMul.apply(values, B.reshape(b * m, p), pattern, backward)
+    return C if A.dim() == 2 else C.view(b, n, p)
+
+
+def sampled_mm(
+    A: Tensor,
+    X: Tensor,
+    Y: Tensor,
+    *,
+    backward: BackwardStrategy = "sddmm",
+    pattern: SparsityPattern | None = None,
+) -> Tensor:
+    """``X @ Y`` evaluated only at ``A``'s stored positions (an SDDMM), as a sparse tensor.
+
+    .. math::
+
+        S = P_A \\odot (X Y), \\qquad
+        s_k = \\sum_{l=1}^{d} X_{r_k l} \\, Y_{l c_k}, \\qquad
+        \\nabla_X L = S_G \\, Y^{\\mathsf H}, \\qquad
+        \\nabla_Y L = X^{\\mathsf H} S_G,
+
+    where :math:`(r_k, c_k)` are the positions ``A`` stores and :math:`S_G` is the sparse
+    upstream gradient on those positions. Only ``A``'s pattern is used: its values are
+    ignored and receive no gradient. Graph-attention scores
+    :math:`s_k = q_{r_k} \\cdot k_{c_k}` on the edges of a graph ``A`` are
+    ``sampled_mm(A, Q, K.T)``; the ``n x m`` product ``X Y`` is never formed (with the
+    default ``backward="sddmm"``). Its backward runs the same kernels as :func:`sparse_mm`.
+
+    Parameters
+    ----------
+    A : Tensor
+        Sparse COO or CSR, ``(n, m)`` or ``(b, n, m)``; any dtype (its values are unused).
+    X : Tensor
+        Dense ``(n, d)`` or ``(b, n, d)``.
+    Y : Tensor
+        Dense ``(d, m)`` or ``(b, d, m)``, same dtype and device as ``X`` (float32, float64,
+        complex64 or complex128; float16 and bfloat16 on CUDA only).
+    backward : {"sddmm", "gather", "dense"}, default "sddmm"
+        How the sampled product is computed (see :mod:`sparsegrad_lab.sddmm`); here it is
+        the forward, and the first-order backward of a later double backward.
+    pattern : SparsityPattern, optional
+        ``sparsity_pattern(A)`` kept across calls with the same indices (see
+        :func:`sparsity_pattern`); checked against ``A`` on every call.
+
+    Returns
+    -------
+    Tensor
+        Sparse, ``A``'s layout and shape and exactly ``A``'s coalesced pattern (CSR keeps
+        its index dtype), dtype of ``X``; differentiable in ``X`` and ``Y``.
+
+    Raises
+    ------
+    InputTypeError, InputValueError
+        For inputs it cannot take; the message names the argument and what was expected.
+    MemoryBudgetError
+        If the values, the sampled product's temporaries or (when ``X`` or ``Y`` needs a
+        gradient) the backward's results would not fit in the available memory.
+
+    Examples
+    --------
+    >>> A = torch.tensor([[0.0, 1.0], [1.0, 1.0]]).to_sparse_csr()   # 3 edges
+    >>> Q = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> K = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> S = sampled_mm(A, Q, K.T)        # s_k = Q[r_k] · K[c_k]
+    >>> S.layout, S.values()
+    (torch.sparse_csr, tensor([2., 3., 4.], grad_fn=<ValuesBackward0>))
+    >>> S.values().sum().backward()
+    >>> Q.grad                           # row r sums the K rows of its edges
+    tensor([[0., 1.],
+            [1., 1.]])
+    """
+    check_sampled_mm_inputs(A, X, Y, backward)
+    A, kept = _pattern_for(A.detach(), pattern, "sampled_mm")
+    b, n, m = A.shape if A.dim() == 3 else (1, *A.shape)
+    d = X.shape[-1]
+    elem = element_size(X.dtype)
+    nnz = A._nnz() if A.layout == torch.sparse_coo else A.col_indices().numel()
+    shape = f"A of {b} x {n} x {m} with {nnz} stored entries and d={d}"
+    checks = [
+        (
+            nnz * elem
+            + (0 if kept else _pattern_bytes(A))
+            + sampled_product_workspace_bytes(
+                backward, batch=b, block_shape=(n, m), nnz=nnz, p=d, dtype=X.dtype
+            ),
+            f"the values and backward={backward!r} temporaries for {shape}",
+            "use backward='sddmm', whose working set stays bounded, or a smaller d",
+        )
+    ]
+    if (X.requires_grad or Y.requires_grad) and torch.is_grad_enabled():
+        checks.append(
+            (
+                b * (n + m) * d * elem + _index_bytes(b * m + 1 + 3 * nnz),
+                f"the backward (∇X, ∇Y and the transpose of A) for {shape}",
+                "use a smaller d, or fewer rows and columns",
+            )
+        )
+    _check_sizes("sampled_mm", checks, A.device)
+    pattern = kept if kept is not None else pattern_and_values(A)[0]
+    # SampledProduct gives G Bᴴ at the pattern; with B = Yᴴ that is X Y.
+    values = SampledProduct.apply(
+        X.reshape(b * n, d), Y.mH.resolve_conj().reshape(b * m, d), pattern, backward
+    )
+    if A.layout == torch.sparse_coo:
+        out: Tensor = CooFromValues.apply(A.indices(), values, tuple(A.shape))
+        return out
+    crow, col = A.crow_indices(), A.col_indices()
+    return csr_tensor(crow, col, values.reshape(col.shape), tuple(A.shape))

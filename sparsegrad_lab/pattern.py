@@ -19,98 +19,25 @@ as an ordinary dense tensor, which is what makes double backward work with plain
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from .csr_from_values import CsrFromValues, CsrValues, _plain_csr
+
 __all__ = [
-    "CsrFromValues",
     "SparsityPattern",
-    "csr_tensor",
+    "coalesced",
+    "kept_pattern",
     "pattern_and_values",
     "pattern_mismatch",
+    "values_of",
 ]
 
 
-def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
-    """Build a CSR tensor from trusted parts, differentiable in ``values`` at O(nnz) cost.
-
-    The parts come from an existing valid tensor, so invariant checks are skipped, and
-    torch's beta-state notice is not shown. When ``values`` requires grad the tensor is
-    built through :class:`CsrFromValues`: torch 2.13's own backward of
-    ``torch.sparse_csr_tensor`` masks the incoming gradient through steps whose memory
-    grows with ``n m`` (lesson 03, section 9, measures both), while the gradient of the
-    values is simply the incoming gradient read at the stored positions.
-
-    >>> A = csr_tensor(torch.tensor([0, 1, 1]), torch.tensor([2]), torch.tensor([5.0]), (2, 3))
-    >>> A.to_dense()
-    tensor([[0., 0., 5.],
-            [0., 0., 0.]])
-    """
-    if values.requires_grad and torch.is_grad_enabled():
-        return CsrFromValues.apply(crow, col, values, tuple(size))  # type: ignore[no-any-return]
-    return _plain_csr(crow, col, values, size)
-
-
-def _plain_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
-
-
-class CsrFromValues(torch.autograd.Function):
-    """``A = CSR(crow, col, values)`` whose backward costs O(nnz), not O(n m).
-
-    For an upstream gradient ``G`` of ``A`` (sparse or dense), the gradient of ``values``
-    is ``G`` read at ``A``'s stored positions: ``G.values()`` when ``G`` stores exactly
-    ``A``'s positions (the gradient :func:`sparsegrad_lab.sparse_mm` gives ``A``), a gather
-    for a dense ``G``, a sorted-key lookup for a sparse ``G`` with other positions.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]
-    ) -> Tensor:
-        ctx.crow, ctx.col, ctx.size = crow, col, size
-        return _plain_csr(crow, col, values, size)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor, None]:
-        return None, None, _values_at(grad, ctx.crow, ctx.col, ctx.size), None
-
-
-def _values_at(grad: Tensor, crow: Tensor, col: Tensor, size: tuple[int, ...]) -> Tensor:
-    """``grad`` at the stored positions of CSR ``(crow, col)``, shaped like its values."""
-    if (
-        grad.layout == torch.sparse_csr
-        and grad.col_indices().shape == col.shape
-        and torch.equal(grad.crow_indices(), crow)
-        and torch.equal(grad.col_indices(), col)
-    ):
-        return grad.values()
-    crow_bd, col_bd, batch, (n, m) = _block_diagonal(crow, col, size)
-    pattern = SparsityPattern(crow_bd, col_bd, batch, (n, m))
-    # Entry k sits at flat position row * m + (col mod m) of the (b n, m) stacked matrix.
-    flat = pattern.row.to(torch.int64) * m + pattern.col.to(torch.int64) % m
-    if grad.layout == torch.strided:
-        return grad.reshape(-1)[flat].reshape(col.shape)
-    # Any other sparse gradient: match positions through sorted flat keys, O(nnz log nnz).
-    coo = grad.to_sparse_coo().coalesce()
-    idx = coo.indices()
-    if idx.shape[1] == 0:
-        return torch.zeros(col.shape, dtype=grad.dtype, device=grad.device)
-    item = idx[0] if idx.shape[0] == 3 else torch.zeros_like(idx[0])
-    keys = (item * n + idx[-2]) * m + idx[-1]  # ascending: the coalesced order
-    at = torch.searchsorted(keys, flat).clamp(max=keys.numel() - 1)
-    picked = coo.values()[at]
-    return torch.where(keys[at] == flat, picked, torch.zeros_like(picked)).reshape(col.shape)
-
-
-def _block_diagonal(
+def _batch_as_one_csr(
     crow: Tensor, col: Tensor, size: tuple[int, ...]
 ) -> tuple[Tensor, Tensor, int, tuple[int, int]]:
     """``(crow, col, b, (n, m))`` of the 2-D block-diagonal form of a (batched) CSR layout.
@@ -201,8 +128,12 @@ class SparsityPattern:
         return self.col.device
 
     def to_csr(self, values: Tensor) -> Tensor:
-        """The 2-D CSR tensor with this pattern and ``values`` (the indices are not copied)."""
-        return csr_tensor(self.crow, self.col, values, self.shape)
+        """The 2-D CSR tensor with this pattern and ``values`` (the indices are not copied).
+
+        Not tracked by autograd in ``values``: the autograd functions of
+        :mod:`sparsegrad_lab.ops` differentiate through it themselves.
+        """
+        return _plain_csr(self.crow, self.col, values, self.shape)
 
     @cached_property
     def transpose(self) -> TransposedPattern:
@@ -234,10 +165,11 @@ class SparsityPattern:
 
 @dataclass(frozen=True, eq=False)
 class _Source:
-    """What a pattern was built from: ``A``'s layout, shape and index tensors.
+    """What a kept pattern was built from: ``A``'s layout, shape and a copy of its indices.
 
     COO: the coalesced ``indices()``; CSR: ``crow_indices()`` and ``col_indices()``. For
-    a 2-D CSR input these are the pattern's own tensors, so keeping them costs nothing.
+    a 2-D input the pattern's own ``crow``/``col`` (or ``row``/``col``) are these copies or
+    views of them, so keeping them costs no more memory.
     """
 
     layout: torch.layout
@@ -262,10 +194,10 @@ def pattern_mismatch(pattern: SparsityPattern, A: Tensor) -> str | None:
 
     A kept pattern may only serve an ``A`` with exactly the indices it was built from:
     same layout, shape, device, index dtype and values of every index. Comparing the
-    indices costs one pass over them -- far less than rebuilding the pattern.
+    indices with the pattern's own copy costs one pass over them -- far less than
+    rebuilding the pattern -- and catches index buffers refilled in place.
 
-    >>> A = torch.eye(3).to_sparse_csr()
-    >>> pattern, _ = pattern_and_values(A)
+    >>> pattern = kept_pattern(torch.eye(3).to_sparse_csr())
     >>> pattern_mismatch(pattern, torch.eye(3).to_sparse_csr()) is None
     True
     >>> pattern_mismatch(pattern, torch.ones(3, 3).to_sparse_csr())
@@ -275,7 +207,7 @@ def pattern_mismatch(pattern: SparsityPattern, A: Tensor) -> str | None:
     """
     source = pattern._source
     if source is None:
-        return "the pattern was not built from a sparse tensor (a derived pattern cannot be kept)"
+        return "it was not built by sparsity_pattern(A) (only such a pattern can be kept)"
     if A.layout != source.layout:
         return f"its layout is {A.layout}, but the pattern was built from a {source.layout} tensor"
     if tuple(A.shape) != source.shape:
@@ -305,32 +237,62 @@ class TransposedPattern:
     perm: Tensor
 
 
-def pattern_and_values(
-    A: Tensor, kept: SparsityPattern | None = None
-) -> tuple[SparsityPattern, Tensor]:
+def coalesced(A: Tensor) -> Tensor:
+    """``A`` itself unless it is an uncoalesced COO tensor, then ``A.coalesce()``.
+
+    >>> coalesced(torch.eye(2).to_sparse_csr()).layout
+    torch.sparse_csr
+    """
+    if A.layout == torch.sparse_coo and not A.is_coalesced():
+        return A.coalesce()
+    return A
+
+
+def values_of(A: Tensor) -> Tensor:
+    """The values of a CSR or coalesced COO ``A``, flat ``(nnz,)``, attached to autograd.
+
+    A gradient that reaches them flows back into ``A`` as a sparse tensor of ``A``'s own
+    layout and pattern. For a CSR leaf, or a CSR ``A`` built by
+    :func:`~sparsegrad_lab.csr_tensor`, this goes through
+    :class:`~sparsegrad_lab.csr_from_values.CsrValues`, so that the gradient can be
+    differentiated again (torch's own ``values()`` backward for CSR gives one autograd
+    cannot). A CSR ``A`` from ``torch.sparse_csr_tensor(crow, col, v)`` keeps torch's
+    path: that constructor's backward cannot be differentiated again either way.
+
+    >>> values_of(torch.eye(2).to_sparse_csr())
+    tensor([1., 1.])
+    """
+    if (
+        A.layout == torch.sparse_csr
+        and A.requires_grad
+        and torch.is_grad_enabled()
+        and (A.grad_fn is None or isinstance(A.grad_fn, CsrFromValues._backward_cls))
+    ):
+        values: Tensor = CsrValues.apply(A)
+    else:
+        values = A.values()
+    return values.reshape(-1)
+
+
+def pattern_and_values(A: Tensor) -> tuple[SparsityPattern, Tensor]:
     """Split a validated sparse ``A`` into its CSR-ordered pattern and its values.
 
-    The values stay attached to autograd: a gradient that reaches them flows back into
-    ``A`` as a sparse tensor of ``A``'s own layout (torch's ``values()`` backward builds
-    it from ``A``'s indices). Uncoalesced COO is coalesced first, so duplicated positions
-    are summed in the forward and each receives the full gradient of its position -- the
-    derivative of a sum with respect to each of its terms.
+    Uncoalesced COO is coalesced first, so duplicated positions are summed in the forward
+    and each receives the full gradient of its position -- the derivative of a sum with
+    respect to each of its terms. The pattern shares ``A``'s index tensors where it can;
+    :func:`kept_pattern` builds one that owns them.
 
     Parameters
     ----------
     A : Tensor
         Sparse COO or CSR, shape ``(n, m)`` or ``(b, n, m)``, already validated.
-    kept : SparsityPattern, optional
-        A pattern built earlier from an ``A`` with the same indices: it is returned as it
-        is (with its cached transpose) instead of a new one. The caller checks the match
-        first with :func:`pattern_mismatch`.
 
     Returns
     -------
     pattern : SparsityPattern
         Positions of the block-diagonal ``(b n, b m)`` matrix in CSR order.
     values : Tensor
-        Shape ``(nnz,)``, aligned with ``pattern``.
+        Shape ``(nnz,)``, aligned with ``pattern`` (see :func:`values_of`).
 
     Examples
     --------
@@ -340,23 +302,43 @@ def pattern_and_values(
     >>> pattern.row.tolist(), pattern.col.tolist(), values.tolist()
     ([0, 1], [2, 0], [2.0, 4.0])
     """
+    A = coalesced(A)
+    return _pattern(A, None), values_of(A)
+
+
+def kept_pattern(A: Tensor) -> SparsityPattern:
+    """A pattern of validated ``A`` that owns copies of its indices, to keep across calls.
+
+    The copy is what lets :func:`pattern_mismatch` see an ``A`` whose index buffers were
+    refilled in place since: torch's index accessors do not share a version counter with
+    the tensors ``A`` was built from, so only a comparison with our own copy can tell.
+
+    >>> pattern = kept_pattern(torch.eye(2).to_sparse_csr())
+    >>> pattern.crow.tolist(), pattern.col.tolist()
+    ([0, 1, 2], [0, 1])
+    """
+    A = coalesced(A.detach())
+    own = tuple(index.clone() for index in _index_tensors(A))
+    if A.layout == torch.sparse_coo:
+        A = torch.sparse_coo_tensor(
+            own[0], A.values(), A.shape, is_coalesced=True, check_invariants=False
+        )
+    else:
+        A = _plain_csr(own[0], own[1], A.values(), tuple(A.shape))
+    return _pattern(A, _Source(A.layout, tuple(A.shape), own))
+
+
+def _pattern(A: Tensor, source: _Source | None) -> SparsityPattern:
     batched = A.dim() == 3
     b, n, m = A.shape if batched else (1, *A.shape)
     if A.layout == torch.sparse_coo:
-        A = A.coalesce()
-    if kept is not None:
-        return kept, A.values().reshape(-1)
-    source = _Source(A.layout, tuple(A.shape), _index_tensors(A))
-    if A.layout == torch.sparse_coo:
-        indices, values = A.indices(), A.values()
+        indices = A.indices()
         if batched:
             item = indices[0]
             row, col = item * n + indices[1], item * m + indices[2]
         else:
             row, col = indices[0], indices[1]
         crow = torch._convert_indices_from_coo_to_csr(row, b * n)
-        return SparsityPattern(crow, col, b, (n, m), _row=row, _source=source), values
-
-    crow, col, _b, _shape = _block_diagonal(A.crow_indices(), A.col_indices(), tuple(A.shape))
-    values = A.values().reshape(-1)
-    return SparsityPattern(crow, col, b, (n, m), _source=source), values
+        return SparsityPattern(crow, col, b, (n, m), _row=row, _source=source)
+    crow, col, _b, _shape = _batch_as_one_csr(A.crow_indices(), A.col_indices(), tuple(A.shape))
+    return SparsityPattern(crow, col, b, (n, m), _source=source)

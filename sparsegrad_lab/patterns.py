@@ -37,8 +37,8 @@ import torch
 from torch import Tensor
 
 from ._checks import parse_layout
+from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, format_bytes
-from .pattern import csr_tensor
 
 if TYPE_CHECKING:
     import networkx

@@ -39,6 +39,7 @@ from testing import problems as problem_strategy
 from torch import Tensor
 
 import sparsegrad_lab
+import sparsegrad_lab.memory_guard as memory_guard
 import sparsegrad_lab.ops as ops
 from sparsegrad_lab import (
     BackwardStrategy,
@@ -336,24 +337,14 @@ def test_complex_csr_leaf_gradient(
         assert_close(B.grad, ref.grad_B)
 
 
-_CSR_GRAD_NOT_DIFFERENTIABLE = pytest.mark.xfail(
-    strict=True,
-    reason="with create_graph=True, A.grad of a CSR leaf comes back with requires_grad=False "
-    "and no grad_fn (torch's values() backward for sparse compressed tensors builds it "
-    "outside autograd), so second derivatives taken through A.grad are silently missing; "
-    "COO's A.grad is differentiable",
-)
 _DOUBLE_BACKWARD_CASES = [
-    pytest.param(layout, index_dtype, through, id=f"{name}-through-{through}", marks=marks)
+    pytest.param(layout, index_dtype, through, id=f"{name}-through-{through}")
     for layout, index_dtype, name in (
         (torch.sparse_coo, torch.int64, "coo"),
         (torch.sparse_csr, torch.int64, "csr-int64"),
         (torch.sparse_csr, torch.int32, "csr-int32"),
     )
     for through in ("grad_B", "grad_A")
-    for marks in [
-        [_CSR_GRAD_NOT_DIFFERENTIABLE] if layout == torch.sparse_csr and through == "grad_A" else []
-    ]
 ]
 
 
@@ -382,23 +373,25 @@ def test_double_backward_matches_dense(
     mask = pattern_mask(A)
     ref_dtype = reference_dtype(dtype)
 
-    def second_order(grad_A_dense: Tensor, grad_B: Tensor) -> Tensor:
+    def second_order(grad_A_values: Tensor, grad_B: Tensor) -> Tensor:
+        # Through the stored values: torch cannot differentiate to_dense() of batched CSR.
         if through == "grad_B":
             return (grad_B * U.conj()).sum().real
-        return (grad_A_dense * mask * V.conj()).sum().real
+        return (grad_A_values * V[mask].conj()).sum().real
 
     A_leaf = A.detach().clone().requires_grad_()
     B1 = B.detach().clone().requires_grad_()
     G1 = G.detach().clone().requires_grad_()
     C = sparse_mm(A_leaf, B1, backward=strategy)
     gA, gB = torch.autograd.grad(C, (A_leaf, B1), G1, create_graph=True)
-    second_order(gA.to_dense(), gB).backward()
+    gA_values = gA.coalesce().values() if layout == torch.sparse_coo else gA.values()
+    second_order(gA_values.reshape(-1), gB).backward()
 
     D = A.detach().to_dense().requires_grad_()
     B2 = B.detach().clone().requires_grad_()
     G2 = G.detach().clone().requires_grad_()
     dA, dB = torch.autograd.grad(D @ B2, (D, B2), G2, create_graph=True)
-    second_order(dA, dB).backward()
+    second_order(dA[mask], dB).backward()
 
     assert G1.grad is not None and G2.grad is not None
     assert_close(G1.grad, G2.grad.to(ref_dtype))
@@ -798,6 +791,17 @@ def test_strategies_agree_on_random_problems(
 # ============================================================================================
 
 
+@pytest.fixture
+def tiny_memory(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Pretend only ``limit`` bytes are available, and check even negligible sizes."""
+
+    def set_limit(limit: int) -> None:
+        monkeypatch.setattr(memory_guard, "NEGLIGIBLE_BYTES", 0)
+        monkeypatch.setattr(memory_guard, "available_bytes", lambda device: limit)
+
+    return set_limit
+
+
 def _budget_problem() -> tuple[Tensor, Tensor]:
     gen = make_generator(16)
     A = random_sparse((30, 40), layout=torch.sparse_coo, density=0.05, generator=gen)
@@ -807,9 +811,11 @@ def _budget_problem() -> tuple[Tensor, Tensor]:
 
 @pytest.mark.parametrize("strategy", ["dense", "gather"])
 def test_memory_guard_refuses_a_backward_that_cannot_fit(
-    strategy: BackwardStrategy, monkeypatch: pytest.MonkeyPatch
+    strategy: BackwardStrategy, tiny_memory: Callable[[int], None]
 ) -> None:
-    monkeypatch.setattr(ops, "available_memory_bytes", lambda device: 1000)
+    # C (30 x 4 float64) and A's row pointers (31 int64) take 1208 bytes, the backward's
+    # transpose and ∇B 3 KiB: they fit.
+    tiny_memory(4000)
     A, B = _budget_problem()
     nnz = A._nnz()
     needed = sampled_product_workspace_bytes(
@@ -820,19 +826,19 @@ def test_memory_guard_refuses_a_backward_that_cannot_fit(
         p=4,
         dtype=torch.float64,
     )
-    assert needed > 1000  # the case really is over budget
+    assert needed > 4000  # the case really is over budget
     with pytest.raises(MemoryBudgetError) as info:
         sparse_mm(A.requires_grad_(), B, backward=strategy)
     assert isinstance(info.value, MemoryError)
     message = str(info.value)
     assert f"backward={strategy!r}" in message
-    assert format_bytes(needed) in message and format_bytes(1000) in message
+    assert format_bytes(needed) in message and format_bytes(4000) in message
     assert f"{nnz} stored" in message and "p=4" in message
-    assert info.value.needed_bytes == needed and info.value.budget_bytes == 1000
+    assert info.value.needed_bytes == needed and info.value.budget_bytes == 4000
 
 
-def test_memory_guard_lets_sddmm_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ops, "available_memory_bytes", lambda device: 1000)
+def test_memory_guard_lets_sddmm_through(tiny_memory: Callable[[int], None]) -> None:
+    tiny_memory(4000)
     A, B = _budget_problem()
     G = random_dense((30, 4), generator=make_generator(17))
     _check_against_reference(A, B, G, "sddmm")
@@ -840,9 +846,9 @@ def test_memory_guard_lets_sddmm_through(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.parametrize("strategy", ["dense", "gather"])
 def test_memory_guard_only_when_A_needs_a_gradient(
-    strategy: BackwardStrategy, monkeypatch: pytest.MonkeyPatch
+    strategy: BackwardStrategy, tiny_memory: Callable[[int], None]
 ) -> None:
-    monkeypatch.setattr(ops, "available_memory_bytes", lambda device: 1000)
+    tiny_memory(4000)
     A, B = _budget_problem()
     C = sparse_mm(A, B.requires_grad_(), backward=strategy)
     assert C.requires_grad
@@ -851,16 +857,41 @@ def test_memory_guard_only_when_A_needs_a_gradient(
     assert not C.requires_grad
 
 
-def test_memory_guard_refuses_a_result_that_cannot_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ops, "available_memory_bytes", lambda device: 1000)
-    A = torch.eye(300, dtype=torch.float64).to_sparse()
+def test_memory_guard_refuses_a_result_that_cannot_fit(
+    tiny_memory: Callable[[int], None],
+) -> None:
+    tiny_memory(1000)
+    A = torch.eye(300, dtype=torch.float64).to_sparse_csr()  # its pattern is its own indices
     B = torch.ones(300, 4, dtype=torch.float64)  # C needs 300 * 4 * 8 = 9600 bytes
-    with pytest.raises(MemoryBudgetError, match=r"result C of 300 x 4 would need 9.38 KiB"):
+    with pytest.raises(MemoryBudgetError, match=r"result C of 300 x 4 .* would need 9.38 KiB"):
         sparse_mm(A, B)
 
 
-def test_available_memory_is_positive() -> None:
-    assert ops.available_memory_bytes(torch.device("cpu")) > 0
+def test_memory_guard_counts_the_row_pointers_of_a_coo_A(
+    tiny_memory: Callable[[int], None],
+) -> None:
+    # n = 10¹² rows: C is empty (p = 0) but COO -> CSR would allocate 8 TB of row pointers.
+    tiny_memory(2**30)
+    A = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.int64), torch.zeros(0), (10**12, 2))
+    with pytest.raises(MemoryBudgetError, match=r"would need 7.28 TiB"):
+        sparse_mm(A, torch.zeros(2, 0))
+
+
+def test_memory_is_read_once_per_call_and_not_for_negligible_sizes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[object] = []
+    monkeypatch.setattr(
+        memory_guard, "available_bytes", lambda device: reads.append(device) or 2**40
+    )
+    A = torch.eye(4).to_sparse().requires_grad_()
+    sparse_mm(A, torch.ones(4, 2)).sum().backward()
+    assert reads == []  # a few hundred bytes: not worth the read
+    monkeypatch.setattr(memory_guard, "NEGLIGIBLE_BYTES", 0)
+    C = sparse_mm(A, torch.ones(4, 2, requires_grad=True))
+    assert len(reads) == 1  # the result and the backward's workspace: one read
+    C.sum().backward()
+    assert len(reads) == 2  # the backward's transpose and ∇B, checked when it runs
 
 
 def test_public_api() -> None:
