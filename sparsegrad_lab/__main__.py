@@ -135,7 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="GIB",
         help="skip cases predicted to need more than this many GiB "
-        f"(always: more than {PLANNING_FRACTION:.0%%} of the device's available memory)",
+        f"(always: more than {PLANNING_FRACTION * 100:.0f}%% of the device's available memory)",
     )
     bench.add_argument(
         "--no-fresh-process",

@@ -17,11 +17,13 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from sparsegrad_lab.errors import InputTypeError, InputValueError
-from sparsegrad_lab.patterns import banded, storage_bytes, uniform_random
+from sparsegrad_lab.example_matrices import banded, uniform_random
+from sparsegrad_lab.memory_model import storage_bytes
 from sparsegrad_lab.plots import (
     draw_block_diagonal,
     draw_storage,
     plot_gradient_entry,
+    plot_memory_bars,
     plot_memory_curves,
     plot_timings,
     spy,
@@ -423,3 +425,28 @@ def test_gradient_entry_into_a_given_axes(own_axes):
 def test_gradient_entry_errors(G, B, i, j, error, words):
     with pytest.raises(error, match=re.compile(words)):
         plot_gradient_entry(G, B, i, j)
+
+
+# --------------------------------------------------------------------------- memory bars
+
+
+def test_memory_bars_pair_model_and_measurement_per_strategy(own_axes):
+    predicted = {"sddmm": 3 * 2**20, "gather": 9 * 2**20}
+    measured = {"sddmm": 2 * 2**20, "gather": None}  # gather refused: no bar
+    assert plot_memory_bars(predicted, measured, title="case", ax=own_axes) is own_axes
+    heights = [bar.get_height() for bar in own_axes.patches]
+    assert heights == [3.0, 9.0, 2.0, 0.0]
+    assert [t.get_text() for t in own_axes.get_xticklabels()] == ["sddmm", "gather"]
+    assert own_axes.get_title() == "case" and own_axes.get_yscale() == "log"
+
+
+@pytest.mark.parametrize(
+    ("predicted", "measured", "error", "words"),
+    [
+        ({}, {}, InputTypeError, "predicted must be a non-empty dict"),
+        ({"sddmm": 1}, {"dense": 1}, InputValueError, "measured names"),
+    ],
+)
+def test_memory_bars_errors(predicted, measured, error, words):
+    with pytest.raises(error, match=words):
+        plot_memory_bars(predicted, measured)
