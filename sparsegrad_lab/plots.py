@@ -49,6 +49,7 @@ __all__ = [
     "plot_memory_curves",
     "plot_timings",
     "spy",
+    "use_lesson_style",
 ]
 
 #: Above this many stored entries :func:`spy` bins the matrix into an image instead of
@@ -67,6 +68,14 @@ def _canvas(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure | Non
     if not isinstance(ax, Axes):
         raise InputTypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
     return None, ax
+
+
+def use_lesson_style() -> None:
+    """Give every figure made from now on the lessons' size, resolution and font size.
+
+    Called by :func:`sparsegrad_lab.notebook.setup`, so the five lessons look alike.
+    """
+    plt.rcParams.update({"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10})
 
 
 def close_figure(fig: Figure) -> None:
