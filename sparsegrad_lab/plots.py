@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "close_figure",
-    "draw_block_diagonal",
+    "draw_batched_product",
     "draw_storage",
     "plot_benchmark",
     "plot_gradient_entry",
@@ -221,7 +221,7 @@ def spy(
     return ax if fig is None else fig
 
 
-def draw_block_diagonal(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -> Figure | Axes:
+def draw_batched_product(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -> Figure | Axes:
     """Draw the batching trick: ``diag(A_1, ..., A_b) @ vstack(B_t) = vstack(A_t B_t)``.
 
     A batch of ``b`` matrices ``A_t`` (``n x m``) multiplies a batch ``B_t`` (``m x p``) as
@@ -243,7 +243,7 @@ def draw_block_diagonal(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -
     --------
     >>> import matplotlib; matplotlib.use("Agg")
     >>> import matplotlib.pyplot as plt
-    >>> fig = draw_block_diagonal([torch.eye(3), torch.ones(3, 3)])
+    >>> fig = draw_batched_product([torch.eye(3), torch.ones(3, 3)])
     >>> len(fig.axes[0].lines), len(fig.axes[0].patches)
     (2, 6)
     >>> plt.close(fig)
@@ -251,23 +251,23 @@ def draw_block_diagonal(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -
     if isinstance(As, Tensor):
         if As.dim() != 3:
             raise InputValueError(
-                f"draw_block_diagonal: As must be 3-D (b, n, m), got shape {tuple(As.shape)}"
+                f"draw_batched_product: As must be 3-D (b, n, m), got shape {tuple(As.shape)}"
             )
         batched = As
     elif isinstance(As, Sequence) and len(As) > 0 and all(isinstance(a, Tensor) for a in As):
         shapes = {tuple(a.shape) for a in As}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise InputValueError(
-                f"draw_block_diagonal: the matrices must be 2-D and of one shape, got {shapes}"
+                f"draw_batched_product: the matrices must be 2-D and of one shape, got {shapes}"
             )
         # Stacked as COO, not dense: an explicitly stored zero is still an entry to draw.
         batched = torch.stack([_as_coo(a.detach()) for a in As])
     else:
         raise InputTypeError(
-            "draw_block_diagonal: As must be a (b, n, m) tensor or a non-empty sequence of "
+            "draw_batched_product: As must be a (b, n, m) tensor or a non-empty sequence of "
             f"2-D tensors, got {type(As).__name__}"
         )
-    pattern, _ = _entries("draw_block_diagonal", batched)
+    pattern, _ = _entries("draw_batched_product", batched)
     row, col, batch, (n, m) = _coordinates(pattern)
     fig, ax = _canvas(ax, (7.0, 5.0))
     N, M = batch * n, batch * m
