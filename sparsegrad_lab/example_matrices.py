@@ -145,6 +145,14 @@ def _generator(func: str, seed: Any) -> torch.Generator:
     return torch.Generator().manual_seed(_check_int(func, "seed", seed, 0))
 
 
+def _random_options(
+    func: str, layout: Any, dtype: Any, values: Any, seed: Any
+) -> tuple[torch.layout, torch.dtype, ValueKind, torch.Generator]:
+    """The checked options every random generator takes, in the order they are checked."""
+    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
+    return layout_, dtype_, _check_values(func, values), _generator(func, seed)
+
+
 def _random_values(k: int, dtype: torch.dtype, gen: torch.Generator, kind: ValueKind) -> Tensor:
     if kind == "ones":
         return torch.ones(k, dtype=dtype)
@@ -277,9 +285,7 @@ def uniform_random(
             raise InputValueError(
                 f"{func}: nnz must be at most n * m = {total} for a {n} x {m} matrix, got {k}"
             )
-    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
-    kind = _check_values(func, values)
-    gen = _generator(func, seed)
+    layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     _guard(func, k, (n, m), layout_, dtype_, budget)
     indices = _split_flat(_sample_distinct(total, k, gen), m)
     return _assemble(indices, _random_values(k, dtype_, gen, kind), (n, m), layout_, device)
@@ -311,9 +317,7 @@ def banded(
     func = "banded"
     n = _check_int(func, "n", n, 1)
     w = min(_check_int(func, "bandwidth", bandwidth, 0), n - 1)
-    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
-    kind = _check_values(func, values)
-    gen = _generator(func, seed)
+    layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     nnz = n * (2 * w + 1) - w * (w + 1)
     _guard(func, nnz, (n, n), layout_, dtype_, budget)
     # Offsets ascending within each row keep the entries in CSR order.
@@ -357,9 +361,7 @@ def random_block_diagonal(
     n = _check_int(func, "n", n, 1)
     size = min(_check_int(func, "block_size", block_size, 1), n)
     fraction = _check_real(func, "density", density, 0.0, 1.0)
-    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
-    kind = _check_values(func, values)
-    gen = _generator(func, seed)
+    layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     q, r = divmod(n, size)
     full = q * size * size  # positions inside the q full blocks
     k = round(fraction * (full + r * r))
@@ -429,9 +431,7 @@ def power_law_graph(
     gamma = _check_real(func, "exponent", exponent, -math.inf, math.inf)
     if not 1.0 < gamma < math.inf:
         raise InputValueError(f"{func}: exponent must be > 1 (and finite), got {exponent}")
-    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
-    kind = _check_values(func, values)
-    gen = _generator(func, seed)
+    layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     edges = round(n * degree / 2)
     _guard(func, 2 * edges, (n, n), layout_, dtype_, budget)
 
