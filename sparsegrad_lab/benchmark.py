@@ -273,7 +273,7 @@ def _plan_one(case: Case, impl: str, budget: int | None, available: int) -> Resu
             budget=budget,
             device=case.device,
             available=available,
-            advice="not run",
+            advice="shrink the case or run it on a larger machine",
         )
     except MemoryBudgetError as refusal:
         result.status, result.reason = "would_need", str(refusal)
