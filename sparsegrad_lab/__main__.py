@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .benchmark import PLANNING_FRACTION
-from .implementations import IMPLEMENTATIONS
+from .implementations import IMPLEMENTATIONS, REGISTRY
 
 _EPILOG = """\
 what is measured, for each case and implementation:
@@ -107,11 +107,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=",".join(IMPLEMENTATIONS),
         type=_csv,
         help=(
-            "comma-separated implementations (default: all): sddmm, gather, dense "
-            "(sparse_mm's strategies), torch_coo, torch_csr (torch.sparse.mm with that "
-            "layout; runs on cases of its layout only), tsgu (torchsparsegradutils, "
-            "skipped when not installed), sddmm_kept (sparse_mm with pattern= kept from "
-            "its first call, as a training loop over a fixed pattern; needs --warmup >= 1)"
+            "comma-separated implementations (default: all): "
+            + ", ".join(f"{impl.name} = {impl.runs}" for impl in REGISTRY.values())
+            + ". Each runs only on cases it supports (torch_coo on COO, torch_csr on "
+            "CSR, both 2-D only) and is skipped when a package it needs is not installed; "
+            "sddmm_kept keeps the pattern of its first call, as a training loop over a "
+            "fixed pattern does, so it needs --warmup >= 1"
         ),
     )
     bench.add_argument(
