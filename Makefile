@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-from-lock
 # JupyterLab refuses to start as root (CI machines, containers) unless told it may.
 ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test lint bench clean
+.PHONY: lab test test-fast lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# The full suite CI runs: lint, unit tests, doctests, the lessons (nbval, each within its time
+# and memory budget) and the browser check.
 test: lint
 	$(PY) -m pytest
+
+# The inner loop: lint, unit tests and doctests; no lessons, no browser.
+test-fast: lint
+	$(PY) -m pytest tests sparsegrad_lab --ignore=tests/test_browser.py
 
 bench: $(STAMP)
 	$(PY) -m sparsegrad_lab bench

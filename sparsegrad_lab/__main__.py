@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .memory_model import IMPLEMENTATIONS
+from .benchmark import PLANNING_FRACTION
+from .implementations import IMPLEMENTATIONS, REGISTRY
 
 _EPILOG = """\
 what is measured, for each case and implementation:
@@ -22,12 +22,12 @@ what is measured, for each case and implementation:
             and the analytic model ("model") for comparison
   floor     "xfloor" is the time over (bytes that must move / measured copy bandwidth);
             "GF/s" the useful flops (6 nnz p per fwd+bwd) per second
-A case whose predicted peak does not fit in --memory-limit is listed as
-"would need X GiB" and not run.
+A case whose predicted peak (with its inputs) does not fit in the memory available, or in
+--memory-limit, is listed as "would need X GiB" and not run.
 
 examples:
   python -m sparsegrad_lab bench                       # small grid, a few minutes
-  python -m sparsegrad_lab bench --sizes issue         # n = m = 1e5, nnz = 1e6, p = 64
+  python -m sparsegrad_lab bench --sizes reference     # n = m = 1e5, nnz = 1e6, p = 64
   python -m sparsegrad_lab bench --sizes 20000:2e5:32 --layouts csr --impls sddmm,tsgu
   python -m sparsegrad_lab bench --device cuda --sizes full
 """
@@ -63,10 +63,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--sizes",
         default="small",
         help=(
-            "a preset -- small (default: a few minutes on 2 cores), issue (the size the "
-            "issues' targets use: n = m = 100000, nnz = 1e6, p = 64) or full (up to n = 1e6, "
-            "nnz = 1e7, with batched cases) -- or a comma-separated list of n:nnz:p with "
-            "m = n, e.g. 10000:1e5:32,20000:2e5:64"
+            "a preset -- small (default: a few minutes on 2 cores), reference (the size the "
+            "CPU targets are set at: n = m = 100000, nnz = 1e6, p = 64) or full (up to "
+            "n = 1e6, nnz = 1e7, with batched cases) -- or a comma-separated list of n:nnz:p "
+            "with m = n, e.g. 10000:1e5:32,20000:2e5:64"
         ),
     )
     bench.add_argument(
@@ -107,11 +107,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=",".join(IMPLEMENTATIONS),
         type=_csv,
         help=(
-            "comma-separated implementations (default: all): sddmm, gather, dense "
-            "(sparse_mm's strategies), torch_coo, torch_csr (torch.sparse.mm with that "
-            "layout; runs on cases of its layout only), tsgu (torchsparsegradutils, "
-            "skipped when not installed), sddmm_kept (sparse_mm with pattern= kept from "
-            "its first call, as a training loop over a fixed pattern; needs --warmup >= 1)"
+            "comma-separated implementations (default: all): "
+            + ", ".join(f"{impl.name} = {impl.runs}" for impl in REGISTRY.values())
+            + ". Each runs only on cases it supports (torch_coo on COO, torch_csr on "
+            "CSR, both 2-D only) and is skipped when a package it needs is not installed; "
+            "sddmm_kept keeps the pattern of its first call, as a training loop over a "
+            "fixed pattern does, so it needs --warmup >= 1"
         ),
     )
     bench.add_argument(
@@ -135,7 +136,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="GIB",
         help="skip cases predicted to need more than this many GiB "
-        "(default: 80%% of the device's available memory)",
+        f"(always: more than {PLANNING_FRACTION * 100:.0f}%% of the device's available memory)",
     )
     bench.add_argument(
         "--no-fresh-process",
@@ -151,12 +152,11 @@ def _build_parser() -> argparse.ArgumentParser:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from . import bench
+    from . import benchmark, benchmark_report
+    from .measurement import silence_torch_sparse_notices
+    from .timing import measure_copy_bandwidth
 
-    # torch warns once that CSR is in beta; every run here uses CSR on purpose.
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    # torchsparsegradutils builds sparse tensors without saying whether to check them.
-    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+    silence_torch_sparse_notices()  # every run here uses CSR on purpose
     unknown = [impl for impl in args.impls if impl not in IMPLEMENTATIONS]
     if unknown:
         print(f"--impls: unknown {unknown}; choose from {list(IMPLEMENTATIONS)}", file=sys.stderr)
@@ -172,11 +172,11 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        sizes = bench.parse_sizes(args.sizes)
+        sizes = benchmark.parse_sizes(args.sizes)
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
-    cases = bench.make_cases(
+    cases = benchmark.make_cases(
         sizes,
         layouts=args.layouts,
         batches=args.batch,
@@ -184,9 +184,9 @@ def _bench(args: argparse.Namespace) -> int:
         device=str(device),
         index_dtype=args.index_dtype,
     )
-    bandwidth = bench.measure_copy_bandwidth(device)
+    bandwidth = measure_copy_bandwidth(device)
     limit = None if args.memory_limit is None else int(args.memory_limit * 2**30)
-    results = bench.run_benchmark(
+    results = benchmark.run_benchmark(
         cases,
         impls=args.impls,
         repeats=args.repeats,
@@ -197,10 +197,10 @@ def _bench(args: argparse.Namespace) -> int:
         bandwidth=bandwidth,
         progress=not args.no_progress,
     )
-    print(bench.format_table(results))
+    print(benchmark_report.format_table(results))
     print()
-    print(bench.format_headline(bench.headlines(results)))
-    meta = bench.machine_info(device, bandwidth=bandwidth)
+    print(benchmark_report.format_headline(benchmark_report.headlines(results)))
+    meta = benchmark_report.machine_info(device, bandwidth=bandwidth)
     meta.update(
         {
             "argv": sys.argv[1:],
@@ -216,13 +216,15 @@ def _bench(args: argparse.Namespace) -> int:
             ),
         }
     )
-    stem = bench.default_output_stem(args.out, device, args.sizes.strip())
-    json_path = bench.write_json(results, stem.with_suffix(".json"), meta)
+    stem = benchmark_report.default_output_stem(args.out, device, args.sizes.strip())
+    json_path = benchmark_report.write_json(results, stem.with_suffix(".json"), meta)
     print(f"\nwrote {json_path}")
     if not args.no_plot:
         try:
+            from .plots import plot_benchmark
+
             png = Path(stem.with_suffix(".png"))
-            bench.plot_results(results, png)
+            plot_benchmark(results, png)
             print(f"wrote {png}")
         except ModuleNotFoundError as missing:
             print(f"no plot: {missing} (pip install matplotlib)", file=sys.stderr)

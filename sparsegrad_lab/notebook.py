@@ -80,11 +80,11 @@ def setup(seed: int = 0) -> str:
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
     torch.sparse.check_sparse_tensor_invariants.disable()
     try:
-        import matplotlib as mpl
-
-        mpl.rcParams.update({"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10})
-    except ImportError:
+        from .plots import use_lesson_style
+    except ImportError:  # matplotlib is not installed: nothing to style
         pass
+    else:
+        use_lesson_style()
     torch_version = torch.__version__.split("+")[0]
     if torch_version != LOCKED_TORCH:
         warnings.warn(

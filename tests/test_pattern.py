@@ -25,9 +25,9 @@ from torch import Tensor
 
 from sparsegrad_lab import sparse_mm
 from sparsegrad_lab.csr_from_values import csr_tensor
-from sparsegrad_lab.memory import measure_peak_bytes
+from sparsegrad_lab.example_matrices import uniform_random
+from sparsegrad_lab.measurement import measure_peak_bytes
 from sparsegrad_lab.pattern import SparsityPattern, pattern_and_values
-from sparsegrad_lab.patterns import uniform_random
 
 # Tiny tensors: one intra-op thread (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -1,4 +1,4 @@
-"""Tests of the benchmark: cases, floors, timing, the refusal of oversized cases, the CLI."""
+"""Tests of the benchmark: grids, floors, the plan, the runner, the report and the CLI."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import math
 import pytest
 import torch
 
-from sparsegrad_lab import bench
+from sparsegrad_lab import benchmark as bench
+from sparsegrad_lab import benchmark_report as report
 from sparsegrad_lab.__main__ import main
-from sparsegrad_lab.memory_model import IMPLEMENTATIONS, predict_peak_bytes
+from sparsegrad_lab.implementations import IMPLEMENTATIONS, Case
+from sparsegrad_lab.memory_model import predict_peak_bytes
 
 TINY = [(300, 1500, 8, 1)]
 
 
 def test_parse_sizes_reads_presets_and_lists() -> None:
-    assert bench.parse_sizes("issue") == [(100_000, 1_000_000, 64, 1)]
+    assert bench.parse_sizes("reference") == [(100_000, 1_000_000, 64, 1)]
     assert bench.parse_sizes(" 1e3:5_000:16 ,20:30:2") == [(1000, 5000, 16, 1), (20, 30, 2, 1)]
     for bad in ("huge", "10:20", "10:x:3", "10:200:3", ""):
         with pytest.raises(ValueError, match="--sizes"):
@@ -32,24 +34,25 @@ def test_make_cases_crosses_sizes_layouts_and_batches() -> None:
 
 
 def test_floor_counts_each_tensor_once() -> None:
-    f = bench.floor(bench.Case(n=10, m=20, nnz=30, p=4, layout="csr"))
+    f = bench.floor(Case(n=10, m=20, nnz=30, p=4, layout="csr"))
     a = 30 * (4 + 8) + 11 * 8  # values + columns + row pointers
     assert f["bytes_fwd"] == a + 20 * 4 * 4 + 10 * 4 * 4  # A, B read; C written
     assert f["bytes_bwd"] == 10 * 4 * 4 + 20 * 4 * 4 + a + 30 * 4 + 20 * 4 * 4
     assert f["flops_fwdbwd"] == 6 * 30 * 4
-    coo = bench.floor(bench.Case(n=10, m=20, nnz=30, p=4, layout="coo"))
+    coo = bench.floor(Case(n=10, m=20, nnz=30, p=4, layout="coo"))
     assert coo["bytes_fwd"] == 30 * (4 + 16) + 20 * 4 * 4 + 10 * 4 * 4
 
 
-def test_time_case_times_every_phase_without_accumulating() -> None:
-    A = torch.eye(50).to_sparse_csr().requires_grad_()
-    B = torch.ones(50, 3, requires_grad=True)
-    t = bench.time_case(torch.sparse.mm, A, B, torch.ones(50, 3), repeats=3, warmup=1)
-    assert {k: len(v) for k, v in t.items()} == {"fwd": 3, "bwd": 3, "fwdbwd": 3}
-    assert all(
-        f + b == pytest.approx(fb) for f, b, fb in zip(t["fwd"], t["bwd"], t["fwdbwd"], strict=True)
-    )
-    assert A.grad is None and B.grad is None
+def test_plan_refuses_what_does_not_fit_what_is_available(monkeypatch) -> None:
+    (case,) = bench.make_cases(TINY, layouts=["csr"])
+    need = predict_peak_bytes("sddmm", case) + bench._input_bytes(case)
+    available = int(need / bench.PLANNING_FRACTION) + 2  # just enough, after the fraction
+    monkeypatch.setattr(bench, "available_bytes", lambda device="cpu": available)
+    assert [r.status for r in bench.plan([case], ["sddmm"])] == ["ok"]
+    assert [r.status for r in bench.plan([case], ["sddmm"], need - 1)] == ["would_need"]
+    monkeypatch.setattr(bench, "available_bytes", lambda device="cpu": available - 4)
+    (refused,) = bench.plan([case], ["sddmm"])
+    assert refused.status == "would_need" and "what is available on cpu" in refused.reason
 
 
 def test_run_benchmark_measures_skips_and_refuses() -> None:
@@ -77,18 +80,18 @@ def test_run_benchmark_measures_skips_and_refuses() -> None:
     refused = by[(30_000, "dense")]
     need = predict_peak_bytes("dense", n=30_000, m=30_000, nnz=1000, p=8)
     assert refused.status == "would_need"
-    stated = float(refused.reason.split()[2])  # "would need X GiB (...)"
-    assert refused.reason.startswith("would need ") and stated >= need / 2**30
-    assert "n=30000" not in refused.reason and "A 30000 x 30000" in refused.reason
+    assert refused.reason.startswith("dense: A 30000 x 30000 (csr, nnz=1000), p=8, float32")
+    stated = float(refused.reason.split("would need ")[1].split()[0])  # "would need X GiB"
+    assert stated >= need / 2**30 and "above the budget of 64.00 MiB" in refused.reason
     assert refused.fwd_ms is None and refused.peak_extra_bytes is None  # never ran
-    table = bench.format_table(results)
-    assert "would_need: would need" in table and "skipped:" in table
-    rows = bench.headline(results)
+    table = report.format_table(results)
+    assert "would_need: dense: A 30000 x 30000" in table and "skipped:" in table
+    rows = report.headline(results)
     ref = next(r for r in rows if r["reference"] == "torch_csr" and r["case"] == ok.case.label())
     assert ref["bwd_ms"] == pytest.approx(ok.bwd_ms / by[(300, "torch_csr")].bwd_ms)
     pairs = zip(ok.times_ms["bwd"], by[(300, "torch_csr")].times_ms["bwd"], strict=True)
     assert min(x / y for x, y in pairs) <= ref["bwd_paired"]  # a median of per-round ratios
-    text = bench.format_headline(rows)
+    text = report.format_headline(rows)
     assert ok.case.label() in text and "  torch_csr " in text
 
 
@@ -154,7 +157,7 @@ def test_cli_tiny_grid_writes_json_and_plot(
     )
     assert code == 0
     out = capsys.readouterr().out
-    stem = bench.default_output_stem(str(tmp_path), "cpu", "300:1500:8")
+    stem = report.default_output_stem(str(tmp_path), "cpu", "300:1500:8")
     assert stem.name.endswith("-custom")
     doc = json.loads(stem.with_suffix(".json").read_text())
     assert stem.with_suffix(".png").stat().st_size > 1000
@@ -172,8 +175,8 @@ def test_cli_tiny_grid_writes_json_and_plot(
 
 
 def test_device_tag_and_output_name() -> None:
-    assert bench.device_tag("cpu") == f"cpu-{torch.get_num_threads()}threads"
-    stem = bench.default_output_stem("out", "cpu")
+    assert report.device_tag("cpu") == f"cpu-{torch.get_num_threads()}threads"
+    stem = report.default_output_stem("out", "cpu")
     assert stem.parent.name == "out" and stem.name.startswith("cpu-")
 
 
@@ -194,7 +197,37 @@ def test_kept_pattern_is_built_in_the_warm_up_and_reported_beside_the_default() 
     sddmm, kept = by["sddmm"], by["sddmm_kept"]
     assert kept.allocator_bytes is not None and sddmm.allocator_bytes is not None
     assert kept.allocator_bytes <= sddmm.allocator_bytes - 16 * case.nnz
-    rows = bench.headlines(results)
+    rows = report.headlines(results)
     assert {row["ours"] for row in rows} == {"sddmm", "sddmm_kept"}
-    text = bench.format_headline(rows)
+    text = report.format_headline(rows)
     assert "sddmm / reference" in text and "sddmm_kept / reference" in text
+
+
+def test_json_round_trip_and_aims_at_the_reference_size(tmp_path) -> None:
+    # Results at the reference size, made up to exercise the judging; never run.
+    reference = Case(n=100_000, m=100_000, nnz=1_000_000, p=64)
+    ours = bench.Result(reference, "sddmm", bwd_ms=3.0, fwdbwd_ms=5.0, times_ms={"bwd": [3.0]})
+    ours.peak_extra_bytes, ours.output_bytes = 100, 80
+    gather = bench.Result(
+        reference, "gather", bwd_ms=20.0, fwdbwd_ms=25.0, times_ms={"bwd": [20.0]}
+    )
+    gather.peak_extra_bytes = 1000
+    rows = report.headline([ours, gather])
+    vs_gather = next(row for row in rows if row["reference"] == "gather")
+    judged = {(t["metric"], t["source"]): t["holds"] for t in vs_gather["targets"]}
+    assert judged == {("bwd_paired", "target"): True, ("peak_extra_bytes", "target"): True}
+    assert "target: bwd_paired 0.15 <= 0.3x: holds" in report.format_headline(rows)
+    path = report.write_json([ours, gather], tmp_path / "r.json", {"sizes": "reference"})
+    loaded, meta = report.load_results(path)
+    assert loaded == [ours, gather] and meta == {"sizes": "reference"}
+
+
+def test_committed_results_load_and_name_no_issue_numbers() -> None:
+    from pathlib import Path
+
+    paths = sorted((Path(__file__).parents[1] / "benchmarks" / "results").glob("*.json"))
+    assert paths, "no committed benchmark results"
+    for path in paths:
+        results, meta = report.load_results(path)
+        assert results and meta["sizes"] in bench.SIZE_PRESETS
+        assert "issue" not in path.read_text(), path.name
