@@ -687,8 +687,11 @@ def plot_gradient_entry(
         "vmax": bound_,
         "interpolation": "nearest",
     }
-    ax.imshow(shown_G, extent=(-0.5, p - 0.5, n - 0.5, -0.5), **style)
+    image = ax.imshow(shown_G, extent=(-0.5, p - 0.5, n - 0.5, -0.5), **style)
     ax.imshow(shown_B, extent=(p - 0.5 + gap, 2 * p - 0.5 + gap, m - 0.5, -0.5), **style)
+    # Both matrices share one colour scale (same vmin/vmax), so one bar reads for both.
+    label = "entry value (real part)" if G64.is_complex() else "entry value"
+    ax.figure.colorbar(image, ax=ax, label=label)
     ax.add_patch(Rectangle((-0.5, i - 0.5), p, 1, fill=False, edgecolor="black", linewidth=2.5))
     ax.add_patch(
         Rectangle((p - 0.5 + gap, j - 0.5), p, 1, fill=False, edgecolor="black", linewidth=2.5)

@@ -52,9 +52,10 @@ def own_axes():
 def drawn(fig_or_ax):
     """The Axes a function drew into, closing its figure if it made one."""
     if isinstance(fig_or_ax, Figure):
-        assert len(fig_or_ax.axes) == 1
+        main = [ax for ax in fig_or_ax.axes if ax.get_label() != "<colorbar>"]
+        assert len(main) == 1
         plt.close(fig_or_ax)
-        return fig_or_ax.axes[0]
+        return main[0]
     return fig_or_ax
 
 
@@ -405,6 +406,14 @@ def test_gradient_entry_complex_uses_the_conjugate():
     # (1+i) * conj(i) + 2 * 1 = (1+i)(-i) + 2 = 3 - i
     assert title_value(ax) == pytest.approx(3 - 1j)
     assert "conj(B[0, :])" in ax.get_title()
+
+
+def test_gradient_entry_has_a_labelled_colour_bar():
+    fig = plot_gradient_entry(torch.ones(3, 2), torch.arange(8.0).reshape(4, 2), 0, 3)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    plt.close(fig)
+    assert len(bars) == 1
+    assert bars[0].get_ylabel() == "entry value"
 
 
 def test_gradient_entry_into_a_given_axes(own_axes):
