@@ -27,10 +27,12 @@ each exercise's solution is replaced by a stub (:func:`student_notebook`):
 
 from __future__ import annotations
 
+import argparse
 import ast
 import copy
 import json
 import re
+import sys
 from collections.abc import Iterable
 from importlib.resources import files
 from pathlib import Path
@@ -364,3 +366,41 @@ def copy_lessons(dest: str | Path, student: bool = False, overwrite: bool = Fals
             target.write_bytes(path.read_bytes())
         written.append(target)
     return written
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def add_lessons_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add ``lessons DEST [--student] [--force]`` to ``python -m sparsegrad_lab``."""
+    command = subparsers.add_parser(
+        "lessons",
+        help="copy the lessons (notebooks) into a folder",
+        description="Copy every lesson into DEST: the instructor edition, or with --student "
+        "each exercise's solution replaced by a stub and the answers' outputs cleared.",
+    )
+    command.add_argument("dest", metavar="DEST", type=Path, help="folder to write the lessons to")
+    command.add_argument("--student", action="store_true", help="write the student edition")
+    command.add_argument("--force", action="store_true", help="overwrite lessons already there")
+
+
+def run_lessons_command(args: argparse.Namespace) -> int:
+    """Run ``lessons``; returns the exit status (2 with the reason on stderr on refusal).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     run_lessons_command(argparse.Namespace(dest=tmp, student=False, force=False))
+    ... # doctest: +ELLIPSIS
+    wrote the instructor edition of ... lessons to ...
+    0
+    """
+    try:
+        written = copy_lessons(args.dest, student=args.student, overwrite=args.force)
+    except SparseGradLabError as err:
+        print(err, file=sys.stderr)
+        return 2
+    edition = "student" if args.student else "instructor"
+    print(f"wrote the {edition} edition of {len(written)} lessons to {args.dest}")
+    return 0
