@@ -137,22 +137,33 @@ def _code(source: str) -> str:
     )
 
 
-def _assigned(tree: ast.Module) -> list[str]:
-    """Names bound at the top level of a cell, in order of first binding."""
-    names: list[str] = []
-    for node in tree.body:
+def _assigned(statements: list[ast.stmt], names: list[str] | None = None) -> list[str]:
+    """Names a cell binds outside any function or class body, in order of first binding.
+
+    Loops, conditionals, ``with`` and ``try`` blocks run at the cell's level, so what they
+    bind counts; a function's locals do not.
+    """
+    names = [] if names is None else names
+    for node in statements:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             targets: list[ast.AST] = [ast.Name(node.name)]
         elif isinstance(node, ast.Assign):
             targets = list(node.targets)
-        elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.For):
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor):
             targets = [node.target]
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            targets = [item.optional_vars for item in node.items if item.optional_vars]
         else:
-            continue
+            targets = []
         for target in targets:
             for sub in ast.walk(target):
                 if isinstance(sub, ast.Name) and sub.id not in names:
                     names.append(sub.id)
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            for field in ("body", "orelse", "finalbody"):
+                _assigned(getattr(node, field, []), names)
+            for handler in getattr(node, "handlers", []):
+                _assigned(handler.body, names)
     return names
 
 
@@ -169,7 +180,7 @@ def exercise_names(solution: str, check: str = "") -> list[str]:
     ['x', 'y']
     """
     try:
-        bound = _assigned(ast.parse(_code(solution)))
+        bound = _assigned(ast.parse(_code(solution)).body)
     except SyntaxError:
         return []
     try:
@@ -287,30 +298,35 @@ def student_notebook(notebook: dict[str, Any], name: str = "the notebook") -> di
     >>> stub = student_notebook(nb)["cells"][0]
     >>> stub["id"], stub["outputs"], stub["execution_count"], stub["metadata"]
     ('a1', [], None, {'tags': ['exercise']})
-    >>> stub["source"].splitlines()[0]
-    '# Your turn: write code that defines `x` (the next cell checks it), then run it.'
+    >>> print(stub["source"][0], end="")
+    # Your turn: write code that defines `x` (the next cell checks it), then run it.
     """
     edition = copy.deepcopy(notebook)
     cells = edition["cells"]
     for index, cell in enumerate(cells):
         where = f"{name}, cell {index + 1}"
-        if cell["cell_type"] == "markdown":
-            cell["source"] = student_markdown(_text(cell["source"]), where)
-            continue
-        if SOLUTION_TAG not in _tags(cell):
-            continue
-        if cell["cell_type"] != "code":
+        if SOLUTION_TAG in _tags(cell) and cell["cell_type"] != "code":
             raise StudentEditionError(
                 f"student edition: {where} is tagged {SOLUTION_TAG!r} but is a "
                 f"{cell['cell_type']} cell; only code cells can hold a solution"
             )
+        if cell["cell_type"] == "markdown":
+            text = _text(cell["source"])
+            rewritten = student_markdown(text, where)
+            if rewritten != text:
+                cell["source"] = rewritten.splitlines(keepends=True)
+            continue
+        if SOLUTION_TAG not in _tags(cell):
+            continue
         if index + 1 == len(cells) or cells[index + 1]["cell_type"] != "code":
             raise StudentEditionError(
                 f"student edition: {where} is a solution with no check cell after it; "
                 "every exercise is one solution cell followed by one code cell that checks it"
             )
         check = cells[index + 1]
-        cell["source"] = stub_source(exercise_names(_text(cell["source"]), _text(check["source"])))
+        stub = stub_source(exercise_names(_text(cell["source"]), _text(check["source"])))
+        # Lines, as nbformat stores sources on disk.
+        cell["source"] = stub.splitlines(keepends=True)
         metadata = cell.setdefault("metadata", {})
         metadata["tags"] = [EXERCISE_TAG if tag == SOLUTION_TAG else tag for tag in _tags(cell)]
         jupyter = metadata.get("jupyter", {})
