@@ -14,7 +14,8 @@ The Sphinx sources are assembled in a staging folder next to the output (``_buil
 * the lesson table of the home page and the exercise list of the tutors' page, generated from
   the lessons themselves where the pages hold ``<!-- lesson-table -->`` and
   ``<!-- exercise-list -->``;
-* the bundled assets under ``assets/`` (Sphinx copies them to ``_static/``).
+* the bundled assets under ``assets/`` (Sphinx copies them to ``_static/``), and local
+  copies of the Binder and Colab badge images in place of the remote ones the lessons show.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ ASSETS = {
     "mathjax/es5/ui": "mathjax/ui",
     "mathjax/es5/a11y": "mathjax/a11y",
     "mathjax/es5/adaptors": "mathjax/adaptors",
+}
+# Remote badge images the lessons show -> the site's own drawings (docs/badges/): a page that
+# loads an image from another host is not offline. Links stay as they are.
+BADGES = {
+    "https://mybinder.org/badge_logo.svg": "binder.svg",
+    "https://colab.research.google.com/assets/colab-badge.svg": "colab.svg",
 }
 # The widget manager's stylesheet refers to its icon fonts next to the script.
 FONT_SUFFIXES = (".woff2", ".woff", ".ttf", ".eot", ".svg")
@@ -101,9 +108,14 @@ def exercise_list(infos: list[dict[str, Any]]) -> str:
 
 
 def site_notebook(path: Path) -> dict[str, Any]:
-    """The lesson as the site shows it: solution cells tagged to render collapsed."""
+    """The lesson as the site shows it: solutions tagged to render collapsed, local badges."""
     notebook = json.loads(path.read_text(encoding="utf-8"))
     for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            text = _text(cell["source"])
+            for remote, local in BADGES.items():
+                text = text.replace(f"]({remote})", f"](../badges/{local})")
+            cell["source"] = text
         tags = cell.get("metadata", {}).get("tags", [])
         if SOLUTION_TAG in tags and SITE_TAG not in tags:
             cell["metadata"]["tags"] = [*tags, SITE_TAG]
@@ -139,7 +151,9 @@ def stage(staging: Path, node_modules: Path) -> None:
     if not lessons:
         raise SiteBuildError(f"no lessons in {ROOT / 'notebooks'}")
     infos = [lesson_info(path) for path in lessons]
-    shutil.copyfile(DOCS / "conf.py", staging / "conf.py")
+    for name in ("conf.py", "mathjax_config.js"):
+        shutil.copyfile(DOCS / name, staging / name)
+    shutil.copytree(DOCS / "badges", staging / "badges")
     for page in DOCS.glob("*.md"):
         text = page.read_text(encoding="utf-8")
         text = text.replace("<!-- lesson-table -->", lesson_table(infos))

@@ -30,6 +30,8 @@ html_show_sourcelink = False
 html_copy_source = False
 # Relative paths are served from _static/ (build_site.py puts the npm packages there).
 mathjax_path = "mathjax/tex-mml-chtml.js"
+# MathJax 3 plus a bridge for the widgets' MathJax 2 calls (see the file).
+mathjax_config_path = "mathjax_config.js"
 nb_ipywidgets_js = {
     "require.js": {},
     # Widget modules other than the built-in ones would be fetched from this "CDN": the
