@@ -13,7 +13,8 @@ author = "sparsegrad_lab contributors"
 copyright = "2026, sparsegrad_lab contributors. Lessons: CC BY 4.0; code: MIT"
 release = __version__
 
-extensions = ["myst_nb"]
+# githubpages: writes .nojekyll, so GitHub Pages serves the _static/ folder as it is.
+extensions = ["myst_nb", "sphinx.ext.githubpages"]
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 
 # Rendered from the committed outputs: the site shows exactly what the tests checked.

@@ -73,6 +73,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, f"the site did not build:\n{result.stderr[-4000:]}"
     assert (out / "index.html").is_file()
+    assert (out / ".nojekyll").is_file(), "GitHub Pages would not serve _static/"
     return out
 
 
