@@ -205,7 +205,8 @@ def stub_source(names: Iterable[str]) -> str:
     names = list(names)
     if names:
         listed = ", ".join(f"`{name}`" for name in names)
-        what = f"write code that defines {listed} (the next cell checks it)"
+        them = "it" if len(names) == 1 else "them"
+        what = f"write code that defines {listed} (the next cell checks {them})"
     else:
         what = "write the code this exercise asks for (the next cell checks it)"
     return (
