@@ -66,15 +66,18 @@ def _text(source: str | list[str]) -> str:
 def lesson_info(path: Path) -> dict[str, Any]:
     """Title, estimated time and exercise headings of one lesson, read from the notebook.
 
-    The title is the first ``#`` heading; the time is the first "N min" (or "N-M minutes")
-    in the first markdown cell; each exercise is named by the last heading before its
-    solution cell.
+    The title is the first ``#`` heading; the time is the first "N min", "N-M minutes" or
+    "N hours" in the first markdown cell ("not stated" without one); each exercise is named
+    by the last heading before its solution cell.
     """
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     markdown = [_text(c["source"]) for c in cells if c["cell_type"] == "markdown"]
     first = markdown[0] if markdown else ""
     title = re.search(r"^#\s+(.+)$", first, re.M)
-    minutes = re.search(r"(\d+\s*(?:[-–]|to)\s*)?\d+\s*min(?:ute)?s?\b", first)
+    minutes = re.search(
+        r"(?:\d+(?:\.\d+)?\s*(?:[-–]|to)\s*)?\d+(?:\.\d+)?\s*(?:min(?:ute)?s?|h(?:ours?)?)\b",
+        first,
+    )
     exercises, heading = [], ""
     for cell in cells:
         if cell["cell_type"] == "markdown":

@@ -17,6 +17,7 @@ when ``node_modules`` lacks them and npm exists) and Chromium, like tests/test_b
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -175,6 +176,37 @@ def _check_common(offline: OfflinePage, url: str, name: str, expect_math: bool) 
     assert not offline.blocked, f"{name}: the page tried to reach the network: {offline.blocked}"
 
 
+def test_lesson_info_reads_title_time_and_exercises(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "build_site.py")
+    assert spec is not None and spec.loader is not None
+    build_site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_site)
+    cell = {"cell_type": "code", "metadata": {"tags": ["solution"]}, "source": "x = 1"}
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "source": "# 07 · A title\n\nEstimated time: 30-40 minutes."},
+            {"cell_type": "markdown", "source": "## Exercises\n\n### Exercise 1 — first"},
+            cell,
+            {"cell_type": "markdown", "source": "### Exercise 2 — second"},
+            cell,
+        ]
+    }
+    path = tmp_path / "07_x.ipynb"
+    path.write_text(json.dumps(notebook))
+    info = build_site.lesson_info(path)
+    assert info == {
+        "name": "07_x",
+        "title": "07 · A title",
+        "minutes": "30-40 minutes",
+        "exercises": ["Exercise 1 — first", "Exercise 2 — second"],
+    }
+    assert "| [07 · A title](notebooks/07_x.ipynb) | 30-40 minutes | 2 |" in (
+        build_site.lesson_table([info])
+    )
+    tagged = build_site.site_notebook(path)["cells"][2]["metadata"]["tags"]
+    assert tagged == ["solution", "hide-cell"]
+
+
 def test_home_page_lists_every_lesson(offline: OfflinePage, server: str) -> None:
     _check_common(offline, f"{server}/index.html", "index.html", expect_math=False)
     links = offline.page.eval_on_selector_all(
@@ -190,6 +222,18 @@ def test_tutors_page(offline: OfflinePage, server: str) -> None:
     text = offline.page.inner_text("body")
     for topic in ("Binder", "Colab", "--student", "memory guard", "NotImplementedError"):
         assert topic in text, f"the tutors' page does not mention {topic}"
+    # The exercise list gives each lesson's time, read from the lesson's first cell.
+    items = offline.page.eval_on_selector_all(
+        "li strong", "els => els.map(e => e.parentNode.innerText)"
+    )
+    for lesson in LESSONS:
+        title = json.loads(lesson.read_text())["cells"][0]["source"]
+        heading = "".join(title).splitlines()[0].lstrip("# ").strip()
+        (item,) = [i for i in items if i.startswith(heading[:20])] or [f"{heading}: missing"]
+        assert "not stated" not in item and "missing" not in item, (
+            f"tutors' page: {item.splitlines()[0]!r}; state the time in the first cell of "
+            f"{lesson.name} (e.g. 'Estimated time: 40 min')"
+        )
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
