@@ -41,6 +41,7 @@ from typing import Any
 from .errors import InputValueError, SparseGradLabError
 
 __all__ = [
+    "EXERCISE_TAG",
     "SOLUTION_TAG",
     "StudentEditionError",
     "benchmark_results_dir",
