@@ -36,4 +36,22 @@ bench: $(STAMP)
 	$(PY) -m sparsegrad_lab bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis artifacts _build node_modules
+
+# ---- The course kit (README "For tutors"): the lessons' website and the student edition.
+.PHONY: site student
+
+# The site's browser assets (MathJax, RequireJS, the widgets' HTML manager), exactly as
+# package-lock.json has them; `npm ci` rewrites node_modules/.package-lock.json each time.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+
+# A static website of every lesson in _build/site/ (open _build/site/index.html), rendered
+# from the committed outputs without executing them and without the network.
+site: $(STAMP) node_modules/.package-lock.json
+	$(PY) docs/build_site.py --out _build/site
+
+# The lessons without their solutions, to hand out, in _build/student/.
+student: $(STAMP)
+	rm -rf _build/student
+	$(PY) -m sparsegrad_lab lessons _build/student --student

@@ -1,4 +1,4 @@
-"""Command line: ``python -m sparsegrad_lab bench [options]`` (see ``--help``)."""
+"""Command line: ``python -m sparsegrad_lab bench|lessons [options]`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .benchmark import PLANNING_FRACTION
 from .implementations import IMPLEMENTATIONS, REGISTRY
+from .lessons import add_lessons_command, run_lessons_command
 
 _EPILOG = """\
 what is measured, for each case and implementation:
@@ -146,6 +147,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--no-plot", action="store_true", help="do not write the .png plot")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_lessons_command(sub)
     return parser
 
 
@@ -236,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "lessons":
+        return run_lessons_command(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

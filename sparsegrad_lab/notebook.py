@@ -14,10 +14,13 @@ from importlib.metadata import version
 
 import torch
 
-__all__ = ["BINDER_REPO", "LOCKED_TORCH", "binder_url", "setup"]
+__all__ = ["BINDER_REPO", "COLAB_BRANCH", "LOCKED_TORCH", "binder_url", "colab_url", "setup"]
 
-#: The GitHub repository Binder builds the lessons from.
+#: The GitHub repository Binder builds the lessons from (and Colab opens them from).
 BINDER_REPO = "sparsegrad-lab/sparsegrad_lab"
+
+#: The branch Colab opens a lesson from (Colab needs a branch name where Binder takes HEAD).
+COLAB_BRANCH = "main"
 
 #: The torch version the committed notebook outputs were produced with (requirements.lock).
 LOCKED_TORCH = "2.13.0"
@@ -30,6 +33,18 @@ def binder_url(notebook: str) -> str:
     'https://mybinder.org/v2/gh/sparsegrad-lab/sparsegrad_lab/HEAD?urlpath=lab/tree/notebooks/01_gradient_derivation.ipynb'
     """
     return f"https://mybinder.org/v2/gh/{BINDER_REPO}/HEAD?urlpath=lab/tree/notebooks/{notebook}"
+
+
+def colab_url(notebook: str) -> str:
+    """The Colab link that opens ``notebook`` from :data:`BINDER_REPO`, as Binder does.
+
+    >>> colab_url("01_gradient_derivation.ipynb")
+    'https://colab.research.google.com/github/sparsegrad-lab/sparsegrad_lab/blob/main/notebooks/01_gradient_derivation.ipynb'
+    """
+    return (
+        f"https://colab.research.google.com/github/{BINDER_REPO}/blob/{COLAB_BRANCH}"
+        f"/notebooks/{notebook}"
+    )
 
 
 def _cpu_quota() -> int:
