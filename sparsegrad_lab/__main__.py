@@ -34,7 +34,7 @@ examples:
   python -m sparsegrad_lab bench                       # small grid, a few minutes
   python -m sparsegrad_lab bench --sizes reference     # n = m = 1e5, nnz = 1e6, p = 64
   python -m sparsegrad_lab bench --sizes small-graphs --threads 1 --repeats 100 --warmup 5
-  python -m sparsegrad_lab bench --sizes 1000000:1e7:64 --impls sddmm --no-memory
+  python -m sparsegrad_lab bench --sizes large --impls sddmm --no-memory
                                                        # the validation's cost at nnz = 1e7
   python -m sparsegrad_lab bench --sizes 20000:2e5:32 --layouts csr --impls sddmm,tsgu
   python -m sparsegrad_lab bench --device cuda --sizes full
@@ -84,9 +84,9 @@ def _build_parser() -> argparse.ArgumentParser:
             "a preset -- small (default: a few minutes on 2 cores), small-graphs (teaching "
             "graphs: n = 100, nnz = 500, p = 8; n = 1000, nnz = 1e4, p = 16; Cora's size, "
             "n = 2708, nnz = 10556, p = 16), reference (the size the CPU targets are set "
-            "at: n = m = 100000, nnz = 1e6, p = 64) or full (up to n = 1e6, nnz = 1e7, "
-            "with batched cases) -- or a comma-separated list of n:nnz:p with m = n, e.g. "
-            "10000:1e5:32,20000:2e5:64"
+            "at: n = m = 100000, nnz = 1e6, p = 64), large (n = 1e6, nnz = 1e7, p = 64 "
+            "alone) or full (up to n = 1e6, nnz = 1e7, with batched cases) -- or a "
+            "comma-separated list of n:nnz:p with m = n, e.g. 10000:1e5:32,20000:2e5:64"
         ),
     )
     bench.add_argument(

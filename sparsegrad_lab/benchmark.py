@@ -68,8 +68,10 @@ __all__ = [
 #: ``small`` finishes in a few minutes on 2 CPU cores; ``small-graphs`` is where lessons,
 #: course exercises and most teaching graphs live (a toy graph, a graph of 1,000 nodes, and
 #: Cora's size: 2,708 nodes, 10,556 directed edges), the sizes the small-graph aims are set
-#: at; ``reference`` is the size the CPU targets are set at; ``full`` adds larger, smaller
-#: and batched cases (for a GPU or a patient CPU).
+#: at; ``reference`` is the size the CPU targets are set at; ``large`` the largest case
+#: alone (n = 10⁶, nnz = 10⁷), to time one implementation or the index validation there
+#: (``--impls sddmm --no-memory``); ``full`` adds larger, smaller and batched cases (for a
+#: GPU or a patient CPU).
 SIZE_PRESETS: dict[str, list[tuple[int, int, int, int]]] = {
     "small": [
         (2_000, 20_000, 32, 1),
@@ -83,6 +85,7 @@ SIZE_PRESETS: dict[str, list[tuple[int, int, int, int]]] = {
         (2_708, 10_556, 16, 1),
     ],
     "reference": [(100_000, 1_000_000, 64, 1)],
+    "large": [(1_000_000, 10_000_000, 64, 1)],
     "full": [
         (10_000, 100_000, 64, 1),
         (100_000, 1_000_000, 16, 1),

@@ -136,7 +136,7 @@ def test_cli_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> N
     ):
         assert option in text
     assert "would need X GiB" in text and "median" in text
-    assert "small-graphs" in text and "fastest peer" in text
+    assert "small-graphs" in text and "large" in text and "fastest peer" in text
     assert "index validation" in text
 
 
@@ -259,6 +259,9 @@ def test_small_graphs_grid_is_the_teaching_sizes_in_both_layouts() -> None:
     ]
     assert len(cases) == 6 and {c.batch for c in cases} == {1}
     assert report.default_output_stem("out", "cpu", "small-graphs").name.endswith("-small-graphs")
+    # The largest case alone: the validation's cost at nnz = 10**7 without the whole grid.
+    assert bench.parse_sizes("large") == [(1_000_000, 10_000_000, 64, 1)]
+    assert bench.parse_sizes("large")[0] in bench.SIZE_PRESETS["full"]
 
 
 def test_threads_are_set_recorded_and_checked(restore_threads: object) -> None:
