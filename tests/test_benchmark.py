@@ -282,9 +282,10 @@ def test_threads_are_set_recorded_and_checked(restore_threads: object) -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InputValueError, match="threads must be an int >= 1"):
             bench.run_benchmark(cases, impls=["sddmm"], threads=bad, progress=False)  # type: ignore[arg-type]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--threads", "0"])
-    assert exit_info.value.code == 2
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", "--threads", bad])
+        assert exit_info.value.code == 2
 
 
 # -------------------------------------------------------------------- the fastest peer
@@ -420,7 +421,7 @@ def test_the_validation_is_timed_on_the_cases_own_a(monkeypatch) -> None:
     assert all(A.requires_grad and A._nnz() == 800 for A, _ in direct)
     rows = report.validation_costs(results)
     assert [row["layout"] for row in rows] == ["coo", "csr"]
-    assert all(0 < row["share"] < 1 and row["nnz"] == 800 for row in rows)
+    assert all(row["share"] > 0 and row["nnz"] == 800 for row in rows)
     text = report.format_validation(rows)
     assert "check_indices" in text and f"{rows[0]['check_ms']:.3f} ms" in text
 
