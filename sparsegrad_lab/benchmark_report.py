@@ -5,8 +5,8 @@ one implementation to every other and to the fastest of its :data:`PEERS`, per c
 judges each against the :data:`AIMS` that cover that case; :func:`validation_costs` says
 what the index validation in every ``sparse_mm`` call costs; :func:`format_table`,
 :func:`format_headline` and :func:`format_validation` print them; :func:`write_json` and
-:func:`load_results` keep them (lesson 03 reads the committed files
-in ``benchmarks/results/``). The plot is :func:`sparsegrad_lab.plots.plot_benchmark`.
+:func:`load_results` keep them (lesson 03 reads the committed files in
+``benchmarks/results/``). The plot is :func:`sparsegrad_lab.plots.plot_benchmark`.
 
 >>> from sparsegrad_lab.benchmark import make_cases, run_benchmark
 >>> results = run_benchmark(make_cases([(300, 1000, 8, 1)], layouts=["csr"]),

@@ -442,7 +442,7 @@ def test_validation_share_is_paired_round_by_round() -> None:
 
 
 def test_no_memory_times_only_and_claims_nothing_about_memory(
-    tmp_path, capsys: pytest.CaptureFixture[str]
+    tmp_path, capsys: pytest.CaptureFixture[str], restore_threads: object
 ) -> None:
     code = main(
         [
@@ -458,6 +458,8 @@ def test_no_memory_times_only_and_claims_nothing_about_memory(
             "--warmup",
             "1",
             "--no-memory",
+            "--threads",
+            "1",
             "--out",
             str(tmp_path),
             "--no-progress",
@@ -474,5 +476,6 @@ def test_no_memory_times_only_and_claims_nothing_about_memory(
     assert r["check_ms"] > 0 and len(r["times_ms"]["check"]) == 2
     assert doc["validation"][0]["check_ms"] == r["check_ms"]
     assert doc["meta"]["memory_method"] == "not measured (--no-memory)"
+    assert doc["meta"]["threads"] == 1 and r["threads"] == 1
     outputs = next(row for row in doc["headline"] if row["reference"] == "outputs")
     assert outputs["peak_extra_bytes"] is None and "targets" not in outputs
