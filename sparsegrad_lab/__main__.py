@@ -23,12 +23,20 @@ what is measured, for each case and implementation:
             and the analytic model ("model") for comparison
   floor     "xfloor" is the time over (bytes that must move / measured copy bandwidth);
             "GF/s" the useful flops (6 nnz p per fwd+bwd) per second
+  check     the index validation sparse_mm runs on every call, timed on each case's A in
+            the same rounds: ms per call and share of sparse_mm's forward+backward
+  headline  sparse_mm's ratios to each implementation and to the fastest peer (the
+            faster of torch.sparse.mm on CSR and torchsparsegradutils in each round),
+            with the aims they are judged against (the small-graph aims: one thread)
 A case whose predicted peak (with its inputs) does not fit in the memory available, or in
 --memory-limit, is listed as "would need X GiB" and not run.
 
 examples:
   python -m sparsegrad_lab bench                       # small grid, a few minutes
   python -m sparsegrad_lab bench --sizes reference     # n = m = 1e5, nnz = 1e6, p = 64
+  python -m sparsegrad_lab bench --sizes small-graphs --threads 1 --repeats 100 --warmup 5
+  python -m sparsegrad_lab bench --sizes large --impls sddmm --no-memory
+                                                       # the validation's cost at nnz = 1e7
   python -m sparsegrad_lab bench --sizes 20000:2e5:32 --layouts csr --impls sddmm,tsgu
   python -m sparsegrad_lab bench --device cuda --sizes full
 """
@@ -36,6 +44,12 @@ examples:
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -64,10 +78,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--sizes",
         default="small",
         help=(
-            "a preset -- small (default: a few minutes on 2 cores), reference (the size the "
-            "CPU targets are set at: n = m = 100000, nnz = 1e6, p = 64) or full (up to "
-            "n = 1e6, nnz = 1e7, with batched cases) -- or a comma-separated list of n:nnz:p "
-            "with m = n, e.g. 10000:1e5:32,20000:2e5:64"
+            "a preset -- small (default: a few minutes on 2 cores), small-graphs (teaching "
+            "graphs: n = 100, nnz = 500, p = 8; n = 1000, nnz = 1e4, p = 16; Cora's size, "
+            "n = 2708, nnz = 10556, p = 16), reference (the size the CPU targets are set "
+            "at: n = m = 100000, nnz = 1e6, p = 64), large (n = 1e6, nnz = 1e7, p = 64 "
+            "alone) or full (up to n = 1e6, nnz = 1e7, with batched cases) -- or a "
+            "comma-separated list of n:nnz:p with m = n, e.g. 10000:1e5:32,20000:2e5:64"
         ),
     )
     bench.add_argument(
@@ -127,9 +143,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
-        help="torch threads here and in the child processes (default: torch's default)",
+        help="torch intra-op threads here and in the child processes, recorded in the JSON "
+        "(default: torch's current count; the small-graph aims are stated for 1)",
     )
     bench.add_argument(
         "--memory-limit",
@@ -144,6 +161,11 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CPU: report the in-process allocator peak instead of starting a child "
         "process per case (faster; misses memory allocated outside torch)",
+    )
+    bench.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="time only: skip the peak-memory measurement, and the plot (quick at large sizes)",
     )
     bench.add_argument("--no-plot", action="store_true", help="do not write the .png plot")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -194,6 +216,7 @@ def _bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         warmup=args.warmup,
         threads=args.threads,
+        memory=not args.no_memory,
         fresh_process=not args.no_fresh_process,
         memory_limit_bytes=limit,
         bandwidth=bandwidth,
@@ -202,6 +225,8 @@ def _bench(args: argparse.Namespace) -> int:
     print(benchmark_report.format_table(results))
     print()
     print(benchmark_report.format_headline(benchmark_report.headlines(results)))
+    print()
+    print(benchmark_report.format_validation(benchmark_report.validation_costs(results)))
     meta = benchmark_report.machine_info(device, bandwidth=bandwidth)
     meta.update(
         {
@@ -210,7 +235,9 @@ def _bench(args: argparse.Namespace) -> int:
             "repeats": args.repeats,
             "warmup": args.warmup,
             "memory_method": (
-                "CUDA allocator peak"
+                "not measured (--no-memory)"
+                if args.no_memory
+                else "CUDA allocator peak"
                 if device.type == "cuda"
                 else "torch.profiler memory events"
                 if args.no_fresh_process
@@ -221,7 +248,10 @@ def _bench(args: argparse.Namespace) -> int:
     stem = benchmark_report.default_output_stem(args.out, device, args.sizes.strip())
     json_path = benchmark_report.write_json(results, stem.with_suffix(".json"), meta)
     print(f"\nwrote {json_path}")
-    if not args.no_plot:
+    if args.no_memory and not args.no_plot:
+        # The plot's memory panel would be empty: it is the times alone, already in the JSON.
+        print("no plot: memory was not measured (--no-memory)")
+    elif not args.no_plot:
         try:
             from .plots import plot_benchmark
 

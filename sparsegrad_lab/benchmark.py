@@ -11,10 +11,13 @@ three separate steps:
 2. **time**: forward, backward and forward + backward, each the median of ``repeats`` runs
    after ``warmup`` runs. The runs of all implementations (and of the COO and CSR variants
    of a size) take turns, each round starting one later, so a machine that is slower for a
-   while slows them all alike;
-3. **measure**: peak extra memory, on CPU in a fresh child process per case and
-   implementation (:func:`~sparsegrad_lab.measurement.measure_in_fresh_process`), on CUDA
-   the allocator's peak; plus the in-process allocator peak.
+   while slows them all alike. The index validation that ``sparse_mm`` runs on every call
+   (``check_indices``) takes its own turn in each round, on the same ``A``: its median is
+   the ``check_ms`` of the default ``"sddmm"``'s result;
+3. **measure** (unless ``memory=False``): peak extra memory, on CPU in a fresh child
+   process per case and implementation
+   (:func:`~sparsegrad_lab.measurement.measure_in_fresh_process`), on CUDA the allocator's
+   peak; plus the in-process allocator peak.
 
 ``"sddmm_kept"`` keeps the pattern its first call builds (a warm-up run, unless
 ``warmup=0``), as a training loop over a fixed pattern would. The headline, tables and JSON
@@ -26,6 +29,8 @@ runs it all from the command line.
 ...                         progress=False)
 >>> results[0].status, results[0].impl, results[0].fwdbwd_ms > 0
 ('ok', 'sddmm', True)
+>>> results[0].check_ms > 0  # the index validation sparse_mm runs in this call
+True
 """
 
 from __future__ import annotations
@@ -33,21 +38,24 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ._checks import check_indices
 from .errors import InputValueError, MemoryBudgetError
 from .implementations import IMPLEMENTATIONS, Case, MatMul, get_implementation, make_inputs
 from .measurement import measure_in_fresh_process, measure_peak_bytes
 from .memory_guard import available_bytes, check_fits
 from .memory_model import output_bytes, predict_peak_bytes
-from .timing import measure_copy_bandwidth, progress_bar, time_step
+from .timing import measure_copy_bandwidth, progress_bar, time_call, time_step
 
 __all__ = [
     "PLANNING_FRACTION",
     "SIZE_PRESETS",
+    "VALIDATED",
     "Result",
     "floor",
     "make_cases",
@@ -57,9 +65,13 @@ __all__ = [
 ]
 
 #: Named size grids, each a list of ``(n, nnz, p, batch)`` with ``m = n`` and ``nnz`` per item.
-#: ``small`` finishes in a few minutes on 2 CPU cores; ``reference`` is the size the CPU
-#: targets are set at; ``full`` adds larger, smaller and batched cases (for a GPU or a
-#: patient CPU).
+#: ``small`` finishes in a few minutes on 2 CPU cores; ``small-graphs`` is where lessons,
+#: course exercises and most teaching graphs live (a toy graph, a graph of 1,000 nodes, and
+#: Cora's size: 2,708 nodes, 10,556 directed edges), the sizes the small-graph aims are set
+#: at; ``reference`` is the size the CPU targets are set at; ``large`` the largest case
+#: alone (n = 10⁶, nnz = 10⁷), to time one implementation or the index validation there
+#: (``--impls sddmm --no-memory``); ``full`` adds larger, smaller and batched cases (for a
+#: GPU or a patient CPU).
 SIZE_PRESETS: dict[str, list[tuple[int, int, int, int]]] = {
     "small": [
         (2_000, 20_000, 32, 1),
@@ -67,7 +79,13 @@ SIZE_PRESETS: dict[str, list[tuple[int, int, int, int]]] = {
         (20_000, 200_000, 32, 1),
         (2_000, 20_000, 32, 8),
     ],
+    "small-graphs": [
+        (100, 500, 8, 1),
+        (1_000, 10_000, 16, 1),
+        (2_708, 10_556, 16, 1),
+    ],
     "reference": [(100_000, 1_000_000, 64, 1)],
+    "large": [(1_000_000, 10_000_000, 64, 1)],
     "full": [
         (10_000, 100_000, 64, 1),
         (100_000, 1_000_000, 16, 1),
@@ -82,6 +100,10 @@ SIZE_PRESETS: dict[str, list[tuple[int, int, int, int]]] = {
 #: The share of :func:`~sparsegrad_lab.memory_guard.available_bytes` a case may plan to use
 #: (see the policy in :mod:`sparsegrad_lab.memory_guard`).
 PLANNING_FRACTION = 0.8
+
+#: The implementation whose results carry the cost of the index validation
+#: (``check_indices``) that ``sparse_mm`` runs on every call: the default, per call.
+VALIDATED = "sddmm"
 
 
 def parse_sizes(text: str) -> list[tuple[int, int, int, int]]:
@@ -189,7 +211,10 @@ class Result:
     ``"error"``. Times are medians in milliseconds (``*_min_ms``: the fastest run, the
     least disturbed by other work on a shared machine); memory in bytes. ``peak_extra_bytes``
     is the headline measurement (CPU: fresh process; CUDA: allocator), ``allocator_bytes``
-    the in-process allocator peak, ``predicted_bytes`` the analytic model.
+    the in-process allocator peak, ``predicted_bytes`` the analytic model. ``check_ms``
+    (on the :data:`VALIDATED` implementation's results only) is the median time of the
+    index validation ``sparse_mm`` runs on this case's ``A`` in every call, its runs in
+    ``times_ms["check"]``. ``threads`` is torch's intra-op thread count during the timing.
     """
 
     case: Case
@@ -210,6 +235,8 @@ class Result:
     floor: dict[str, float] = field(default_factory=dict)
     time_over_floor: float | None = None
     gflops: float | None = None
+    check_ms: float | None = None
+    threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (the case flattened in)."""
@@ -306,24 +333,34 @@ def _time_round_robin(
     implementation alike, and the ratios between them stay fair. Each round starts one
     pair later: a run right after a large one (whose freed memory the next allocations
     must fault in again) costs a little more, and rotating spreads that over all pairs.
+    The index validation of a :data:`VALIDATED` result's ``A`` takes a turn of its own, so
+    it is timed in the same rounds as the call it is a share of.
     """
-    for k in range(-warmup, repeats):  # negative k: warm-up runs, not recorded
-        shift = (k + warmup) % len(runnable)
-        for position in [*runnable[shift:], *runnable[:shift]]:
+    turns = [(k, "step") for k in runnable]
+    turns += [(k, "check") for k in runnable if results[k].impl == VALIDATED]
+    for run in range(-warmup, repeats):  # negative: warm-up runs, not recorded
+        shift = (run + warmup) % len(turns)
+        for position, kind in [*turns[shift:], *turns[:shift]]:
             result = results[position]
             if result.status != "ok":
                 continue
-            step = f"warm-up {k + warmup + 1}/{warmup}" if k < 0 else f"run {k + 1}"
+            step = f"warm-up {run + warmup + 1}/{warmup}" if run < 0 else f"run {run + 1}"
             bar.set_postfix_str(f"{step} {result.impl} {result.case.label()}")
+            A, B, G = inputs[result.case]
             try:
-                fwd, bwd = time_step(fns[position], *inputs[result.case])
+                if kind == "check":
+                    times = {"check": time_call(partial(check_indices, A, "sparse_mm"), B.device)}
+                else:
+                    fwd, bwd = time_step(fns[position], A, B, G)
+                    times = {"fwd": fwd, "bwd": bwd, "fwdbwd": fwd + bwd}
             except Exception as exc:  # keep the other pairs' results
                 result.status, result.reason = "error", f"{type(exc).__name__}: {exc}"
                 continue
-            if k >= 0:
-                for phase, t in (("fwd", fwd), ("bwd", bwd), ("fwdbwd", fwd + bwd)):
+            if run >= 0:
+                for phase, t in times.items():
                     result.times_ms.setdefault(phase, []).append(t * 1e3)
-                bar.update(1)
+                if kind == "step":
+                    bar.update(1)
 
 
 def _summarise_times(result: Result, bandwidth: float) -> None:
@@ -332,6 +369,8 @@ def _summarise_times(result: Result, bandwidth: float) -> None:
     result.fwd_ms = statistics.median(times["fwd"])
     result.bwd_ms = statistics.median(times["bwd"])
     result.fwdbwd_ms = statistics.median(times["fwdbwd"])
+    if "check" in times:
+        result.check_ms = statistics.median(times["check"])
     # The best run is the least disturbed by other work on a shared machine.
     result.bwd_min_ms = min(times["bwd"])
     result.fwdbwd_min_ms = min(times["fwdbwd"])
@@ -346,7 +385,7 @@ def _measure_memory(
     result: Result,
     fn: MatMul,
     inputs: tuple[Tensor, Tensor, Tensor],
-    threads: int | None,
+    threads: int,
     fresh_process: bool,
 ) -> None:
     """Fill in the allocator peak and the headline peak (a fresh process on CPU)."""
@@ -375,6 +414,7 @@ def run_benchmark(
     repeats: int = 5,
     warmup: int = 1,
     threads: int | None = None,
+    memory: bool = True,
     fresh_process: bool = True,
     memory_limit_bytes: int | None = None,
     bandwidth: float | None = None,
@@ -389,7 +429,11 @@ def run_benchmark(
     repeats, warmup : int
         Timed runs (the median is reported) and untimed runs before them.
     threads : int, optional
-        ``torch.set_num_threads`` here and in the child processes.
+        ``torch.set_num_threads`` here and in the child processes (default: torch's
+        current count). Each result records the count it was timed with.
+    memory : bool, default True
+        Measure peak memory after the timing. ``False`` times only: the memory fields stay
+        ``None`` (quick at large sizes, e.g. for the validation cost at nnz = 10⁷).
     fresh_process : bool, default True
         CPU only: measure peak memory in a child process per case and implementation
         (slower, and sees memory outside torch's allocator). Otherwise the in-process
@@ -409,9 +453,15 @@ def run_benchmark(
     """
     for impl in impls:
         get_implementation(impl)
-    if threads:
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InputValueError(f"run_benchmark: threads must be an int >= 1, got {threads!r}")
         torch.set_num_threads(threads)
+    # The child processes that measure memory run with the same count as the timing.
+    threads = torch.get_num_threads()
     results = plan(cases, impls, memory_limit_bytes)
+    for result in results:
+        result.threads = threads
     bar = progress_bar(len(results) * (repeats + 1), progress)
     bandwidths: dict[str, float] = {}
     try:
@@ -435,7 +485,8 @@ def run_benchmark(
                     continue
                 try:
                     _summarise_times(result, bandwidth or bandwidths[device])
-                    _measure_memory(result, fns[k], inputs[result.case], threads, fresh_process)
+                    if memory:
+                        _measure_memory(result, fns[k], inputs[result.case], threads, fresh_process)
                 except Exception as exc:  # one failing case must not lose the others' results
                     result.status, result.reason = "error", f"{type(exc).__name__}: {exc}"
             del inputs, fns

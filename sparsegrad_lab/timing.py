@@ -21,12 +21,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["measure_copy_bandwidth", "progress_bar", "time_case", "time_step"]
+__all__ = ["measure_copy_bandwidth", "progress_bar", "time_call", "time_case", "time_step"]
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: Any = "cpu") -> float:
+    """Seconds of one call ``fn()``, the work queued on ``device`` included (CUDA).
+
+    >>> time_call(lambda: torch.ones(1000).sum()) > 0
+    True
+    """
+    dev = torch.device(device)
+    _sync(dev)
+    start = time.perf_counter()
+    fn()
+    _sync(dev)
+    return time.perf_counter() - start
 
 
 def time_step(

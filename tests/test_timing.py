@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
-from sparsegrad_lab.timing import time_case, time_step
+from sparsegrad_lab.timing import time_call, time_case, time_step
 
 
 def test_time_case_times_every_phase_without_accumulating() -> None:
@@ -30,3 +32,14 @@ def test_time_step_runs_forward_then_backward_once() -> None:
 
     fwd, bwd = time_step(counted, A, B, torch.ones(4, 2))
     assert calls == ["fwd"] and fwd > 0 and bwd > 0
+
+
+def test_time_call_runs_once_and_measures_the_call() -> None:
+    calls: list[int] = []
+
+    def slow() -> None:
+        calls.append(1)
+        time.sleep(0.02)
+
+    seconds = time_call(slow)
+    assert calls == [1] and 0.02 <= seconds < 1.0
