@@ -239,6 +239,8 @@ _PROSE_RULES: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
+# "(solutions hidden: click a collapsed cell to reveal it)", dropped as a whole.
+_HIDDEN_ASIDE = re.compile(r"\s*\(solutions? (?:are )?(?:hidden|collapsed)\b[^()]*\)", re.I)
 
 
 def _speaks_of_hidden_solutions(text: str) -> bool:
@@ -258,11 +260,16 @@ def student_markdown(text: str, where: str = "a markdown cell") -> str:
     Write each solution in the cell that raises `NotImplementedError`; the cell after it checks it.
     >>> student_markdown("<details><summary>Model answer</summary>Because.</details>")
     '*Write your answer here.*'
+    >>> student_markdown("9. summary · exercises (solutions hidden: click a collapsed cell to "
+    ...                  "reveal it).")
+    '9. summary · exercises.'
     """
     text = _DETAILS.sub(
         lambda m: "*Write your answer here.*" if _NAMES_SOLUTION.search(m["summary"]) else m[0],
         text,
     )
+    # A parenthesis can hold a sentence break of its own: "(solutions hidden: click ...)".
+    text = _HIDDEN_ASIDE.sub("", text)
     pieces = _SENTENCE.split(text)
     separators = _SENTENCE.findall(text)
     out = []
