@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-from-lock
 # JupyterLab refuses to start as root (CI machines, containers) unless told it may.
 ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test lint bench clean
+.PHONY: lab test test-fast lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,35 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# The full suite CI runs: lint, unit tests, doctests, the lessons (nbval, each within its time
+# and memory budget) and the browser check.
 test: lint
 	$(PY) -m pytest
+
+# The inner loop: lint, unit tests and doctests; no lessons, no browser.
+test-fast: lint
+	$(PY) -m pytest tests sparsegrad_lab --ignore=tests/test_browser.py
 
 bench: $(STAMP)
 	$(PY) -m sparsegrad_lab bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis artifacts _build node_modules
+
+# ---- The course kit (README "For tutors"): the lessons' website and the student edition.
+.PHONY: site student
+
+# The site's browser assets (MathJax, RequireJS, the widgets' HTML manager), exactly as
+# package-lock.json has them; `npm ci` rewrites node_modules/.package-lock.json each time.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+
+# A static website of every lesson in _build/site/ (open _build/site/index.html), rendered
+# from the committed outputs without executing them and without the network.
+site: $(STAMP) node_modules/.package-lock.json
+	$(PY) docs/build_site.py --out _build/site
+
+# The lessons without their solutions, to hand out, in _build/student/.
+student: $(STAMP)
+	rm -rf _build/student
+	$(PY) -m sparsegrad_lab lessons _build/student --student

@@ -3,6 +3,9 @@
 import pytest
 import torch
 
+# Times each lesson and samples its kernel's memory while nbval runs it (tests/notebook_budget.py).
+pytest_plugins = ["tests.notebook_budget"]
+
 
 @pytest.fixture(autouse=True)
 def _check_sparse_invariants():

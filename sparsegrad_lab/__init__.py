@@ -12,7 +12,7 @@ torch.Size([3, 4])
 from .batching import sparse_block_diag, sparse_block_diag_split, stack_csr
 from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, SparseGradLabError
-from .ops import SampledProduct, SparseMatMul, sampled_mm, sparse_mm, sparsity_pattern
+from .ops import sampled_mm, sparse_mm, sparsity_pattern
 from .pattern import SparsityPattern
 from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
 
@@ -24,9 +24,7 @@ __all__ = [
     "InputTypeError",
     "InputValueError",
     "MemoryBudgetError",
-    "SampledProduct",
     "SparseGradLabError",
-    "SparseMatMul",
     "SparsityPattern",
     "__version__",
     "csr_tensor",

@@ -1,14 +1,15 @@
-"""Command line: ``python -m sparsegrad_lab bench [options]`` (see ``--help``)."""
+"""Command line: ``python -m sparsegrad_lab bench|lessons [options]`` (see ``--help``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .memory_model import IMPLEMENTATIONS
+from .benchmark import PLANNING_FRACTION
+from .implementations import IMPLEMENTATIONS, REGISTRY
+from .lessons import add_lessons_command, run_lessons_command
 
 _EPILOG = """\
 what is measured, for each case and implementation:
@@ -22,12 +23,20 @@ what is measured, for each case and implementation:
             and the analytic model ("model") for comparison
   floor     "xfloor" is the time over (bytes that must move / measured copy bandwidth);
             "GF/s" the useful flops (6 nnz p per fwd+bwd) per second
-A case whose predicted peak does not fit in --memory-limit is listed as
-"would need X GiB" and not run.
+  check     the index validation sparse_mm runs on every call, timed on each case's A in
+            the same rounds: ms per call and share of sparse_mm's forward+backward
+  headline  sparse_mm's ratios to each implementation and to the fastest peer (the
+            faster of torch.sparse.mm on CSR and torchsparsegradutils in each round),
+            with the aims they are judged against (the small-graph aims: one thread)
+A case whose predicted peak (with its inputs) does not fit in the memory available, or in
+--memory-limit, is listed as "would need X GiB" and not run.
 
 examples:
   python -m sparsegrad_lab bench                       # small grid, a few minutes
-  python -m sparsegrad_lab bench --sizes issue         # n = m = 1e5, nnz = 1e6, p = 64
+  python -m sparsegrad_lab bench --sizes reference     # n = m = 1e5, nnz = 1e6, p = 64
+  python -m sparsegrad_lab bench --sizes small-graphs --threads 1 --repeats 100 --warmup 5
+  python -m sparsegrad_lab bench --sizes large --impls sddmm --no-memory
+                                                       # the validation's cost at nnz = 1e7
   python -m sparsegrad_lab bench --sizes 20000:2e5:32 --layouts csr --impls sddmm,tsgu
   python -m sparsegrad_lab bench --device cuda --sizes full
 """
@@ -35,6 +44,12 @@ examples:
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -63,10 +78,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--sizes",
         default="small",
         help=(
-            "a preset -- small (default: a few minutes on 2 cores), issue (the size the "
-            "issues' targets use: n = m = 100000, nnz = 1e6, p = 64) or full (up to n = 1e6, "
-            "nnz = 1e7, with batched cases) -- or a comma-separated list of n:nnz:p with "
-            "m = n, e.g. 10000:1e5:32,20000:2e5:64"
+            "a preset -- small (default: a few minutes on 2 cores), small-graphs (teaching "
+            "graphs: n = 100, nnz = 500, p = 8; n = 1000, nnz = 1e4, p = 16; Cora's size, "
+            "n = 2708, nnz = 10556, p = 16), reference (the size the CPU targets are set "
+            "at: n = m = 100000, nnz = 1e6, p = 64), large (n = 1e6, nnz = 1e7, p = 64 "
+            "alone) or full (up to n = 1e6, nnz = 1e7, with batched cases) -- or a "
+            "comma-separated list of n:nnz:p with m = n, e.g. 10000:1e5:32,20000:2e5:64"
         ),
     )
     bench.add_argument(
@@ -107,11 +124,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=",".join(IMPLEMENTATIONS),
         type=_csv,
         help=(
-            "comma-separated implementations (default: all): sddmm, gather, dense "
-            "(sparse_mm's strategies), torch_coo, torch_csr (torch.sparse.mm with that "
-            "layout; runs on cases of its layout only), tsgu (torchsparsegradutils, "
-            "skipped when not installed), sddmm_kept (sparse_mm with pattern= kept from "
-            "its first call, as a training loop over a fixed pattern; needs --warmup >= 1)"
+            "comma-separated implementations (default: all): "
+            + ", ".join(f"{impl.name} = {impl.runs}" for impl in REGISTRY.values())
+            + ". Each runs only on cases it supports (torch_coo on COO, torch_csr on "
+            "CSR, both 2-D only) and is skipped when a package it needs is not installed; "
+            "sddmm_kept keeps the pattern of its first call, as a training loop over a "
+            "fixed pattern does, so it needs --warmup >= 1"
         ),
     )
     bench.add_argument(
@@ -125,9 +143,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
-        help="torch threads here and in the child processes (default: torch's default)",
+        help="torch intra-op threads here and in the child processes, recorded in the JSON "
+        "(default: torch's current count; the small-graph aims are stated for 1)",
     )
     bench.add_argument(
         "--memory-limit",
@@ -135,7 +154,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="GIB",
         help="skip cases predicted to need more than this many GiB "
-        "(default: 80%% of the device's available memory)",
+        f"(always: more than {PLANNING_FRACTION * 100:.0f}%% of the device's available memory)",
     )
     bench.add_argument(
         "--no-fresh-process",
@@ -143,20 +162,25 @@ def _build_parser() -> argparse.ArgumentParser:
         help="CPU: report the in-process allocator peak instead of starting a child "
         "process per case (faster; misses memory allocated outside torch)",
     )
+    bench.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="time only: skip the peak-memory measurement, and the plot (quick at large sizes)",
+    )
     bench.add_argument("--no-plot", action="store_true", help="do not write the .png plot")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_lessons_command(sub)
     return parser
 
 
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from . import bench
+    from . import benchmark, benchmark_report
+    from .measurement import silence_torch_sparse_notices
+    from .timing import measure_copy_bandwidth
 
-    # torch warns once that CSR is in beta; every run here uses CSR on purpose.
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    # torchsparsegradutils builds sparse tensors without saying whether to check them.
-    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+    silence_torch_sparse_notices()  # every run here uses CSR on purpose
     unknown = [impl for impl in args.impls if impl not in IMPLEMENTATIONS]
     if unknown:
         print(f"--impls: unknown {unknown}; choose from {list(IMPLEMENTATIONS)}", file=sys.stderr)
@@ -172,11 +196,11 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        sizes = bench.parse_sizes(args.sizes)
+        sizes = benchmark.parse_sizes(args.sizes)
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
-    cases = bench.make_cases(
+    cases = benchmark.make_cases(
         sizes,
         layouts=args.layouts,
         batches=args.batch,
@@ -184,23 +208,26 @@ def _bench(args: argparse.Namespace) -> int:
         device=str(device),
         index_dtype=args.index_dtype,
     )
-    bandwidth = bench.measure_copy_bandwidth(device)
+    bandwidth = measure_copy_bandwidth(device)
     limit = None if args.memory_limit is None else int(args.memory_limit * 2**30)
-    results = bench.run_benchmark(
+    results = benchmark.run_benchmark(
         cases,
         impls=args.impls,
         repeats=args.repeats,
         warmup=args.warmup,
         threads=args.threads,
+        memory=not args.no_memory,
         fresh_process=not args.no_fresh_process,
         memory_limit_bytes=limit,
         bandwidth=bandwidth,
         progress=not args.no_progress,
     )
-    print(bench.format_table(results))
+    print(benchmark_report.format_table(results))
     print()
-    print(bench.format_headline(bench.headlines(results)))
-    meta = bench.machine_info(device, bandwidth=bandwidth)
+    print(benchmark_report.format_headline(benchmark_report.headlines(results)))
+    print()
+    print(benchmark_report.format_validation(benchmark_report.validation_costs(results)))
+    meta = benchmark_report.machine_info(device, bandwidth=bandwidth)
     meta.update(
         {
             "argv": sys.argv[1:],
@@ -208,7 +235,9 @@ def _bench(args: argparse.Namespace) -> int:
             "repeats": args.repeats,
             "warmup": args.warmup,
             "memory_method": (
-                "CUDA allocator peak"
+                "not measured (--no-memory)"
+                if args.no_memory
+                else "CUDA allocator peak"
                 if device.type == "cuda"
                 else "torch.profiler memory events"
                 if args.no_fresh_process
@@ -216,13 +245,18 @@ def _bench(args: argparse.Namespace) -> int:
             ),
         }
     )
-    stem = bench.default_output_stem(args.out, device, args.sizes.strip())
-    json_path = bench.write_json(results, stem.with_suffix(".json"), meta)
+    stem = benchmark_report.default_output_stem(args.out, device, args.sizes.strip())
+    json_path = benchmark_report.write_json(results, stem.with_suffix(".json"), meta)
     print(f"\nwrote {json_path}")
-    if not args.no_plot:
+    if args.no_memory and not args.no_plot:
+        # The plot's memory panel would be empty: it is the times alone, already in the JSON.
+        print("no plot: memory was not measured (--no-memory)")
+    elif not args.no_plot:
         try:
+            from .plots import plot_benchmark
+
             png = Path(stem.with_suffix(".png"))
-            bench.plot_results(results, png)
+            plot_benchmark(results, png)
             print(f"wrote {png}")
         except ModuleNotFoundError as missing:
             print(f"no plot: {missing} (pip install matplotlib)", file=sys.stderr)
@@ -234,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "lessons":
+        return run_lessons_command(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

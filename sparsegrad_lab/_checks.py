@@ -74,6 +74,16 @@ A.to_sparse() or A.to_sparse_csr()
             f"{B.device}"
         )
     _check_dtype_and_device("sparse_mm", A.dtype, A.device, "A")
+    _check_not_meta(A, "sparse_mm")
+
+
+def _check_not_meta(A: Tensor, where: str) -> None:
+    # A meta tensor passes every check of shape and dtype, then fails deep inside torch.
+    if A.device.type == "meta":
+        raise InputValueError(
+            f"{where}: A is on the meta device, which holds no indices or values; build it "
+            "on a real device (cpu, cuda)"
+        )
 
 
 def _check_dtype_and_device(
@@ -164,6 +174,7 @@ batched 3-D (b, n, m), got shape (2, 2, 2, 2)
         raise InputTypeError(f"{where}: A must be a sparse torch.Tensor, got {_kind(A)}")
     check_sparse_layout(A, where)
     _check_shape_of_A(A, where)
+    _check_not_meta(A, where)
 
 
 def check_sparse_layout(M: Tensor, where: str, name: str = "A") -> None:
@@ -197,8 +208,9 @@ def _check_shape_of_A(A: Tensor, where: str) -> None:
     if A.dense_dim() != 0:
         raise InputValueError(
             f"{where}: A is a hybrid sparse tensor (sparse_dim={A.sparse_dim()}, "
-            f"dense_dim={A.dense_dim()}); expected scalar values (dense_dim=0), e.g. "
-            f"a sparse tensor with sparse_dim={A.dim()}"
+            f"dense_dim={A.dense_dim()}) of shape {tuple(A.shape)}; expected scalar values "
+            "(dense_dim=0). To multiply each of its dense slices as one matrix of a batch, "
+            "move that dimension to the front: A.to_dense().movedim(-1, 0).to_sparse()"
         )
 
 
@@ -262,7 +274,7 @@ def check_indices(A: Tensor, where: str, name: str = "A") -> None:
     so the message can name it. COO: every index in range, and a tensor marked coalesced
     really strictly increasing in row-major order. CSR: as many values as column indices,
     row pointers starting at 0, never decreasing and ending at nnz, columns in range.
-    A meta tensor holds no indices to check, and is refused.
+    ``A`` is a checked sparse matrix on a real device (not meta).
 
     >>> bad = torch.sparse_coo_tensor(torch.tensor([[0, 5], [0, 1]]), torch.ones(2), (2, 2),
     ...                               check_invariants=False)
@@ -273,11 +285,6 @@ def check_indices(A: Tensor, where: str, name: str = "A") -> None:
 range for 2 rows; build A from valid indices (torch.sparse.check_sparse_tensor_invariants \
 finds them at construction)
     """
-    if A.device.type == "meta":
-        raise InputValueError(
-            f"{where}: {name} is on the meta device, which holds no indices or values; "
-            "build it on a real device (cpu, cuda)"
-        )
     if A.layout == torch.sparse_coo:
         _check_coo_indices(A, where, name)
     else:

@@ -180,7 +180,7 @@ class CooFromValues(torch.autograd.Function):
             and grad.indices().shape == indices.shape
             and torch.equal(grad.indices(), indices)
         ):
-            return None, grad.values(), None
+            return None, grad.values().clone(), None  # not a view: see _csr_values_at
         size = ctx.size
         flat = indices[0]
         for axis in range(1, len(size)):
@@ -223,7 +223,9 @@ def _csr_values_at(grad: Tensor, crow: Tensor, col: Tensor, size: tuple[int, ...
         and torch.equal(grad.crow_indices(), crow)
         and torch.equal(grad.col_indices(), col)
     ):
-        return grad.values()
+        # A copy, not the view values() gives: a view of a sparse tensor cannot be re-viewed
+        # (torch.real, view_as_real: "Sparse CSR tensors do not have strides").
+        return grad.values().clone()
     m = size[-1]
     # Row t n + i of every stored entry of the (b n, m) stacked matrix, then its flat position.
     counts = crow.diff(dim=-1).reshape(-1)

@@ -9,10 +9,13 @@ Every part of the package that could exhaust memory follows the same two rules.
    process's own group and every group above it), and ``RLIMIT_AS`` minus the address
    space already mapped. A Binder pod capped at 2 GiB on a host with 200 GiB free is
    therefore seen as the 2 GiB pod it is. On CUDA it is the device's free memory plus what
-   torch's caching allocator holds unused. ``sparse_mm``, the test-matrix generators and
-   the benchmark ask only this question; the memory is read once per call, and not at all
-   for an operation needing less than :data:`NEGLIGIBLE_BYTES` (the read costs more than
-   such an operation).
+   torch's caching allocator holds unused. ``sparse_mm`` and the test-matrix generators
+   ask only this question; the memory is read once per call, and not at all for an
+   operation needing less than :data:`NEGLIGIBLE_BYTES` (the read costs more than such an
+   operation). The benchmark asks it too, with a safety margin: a case's predicted peak
+   plus its inputs must fit in 80 % (``benchmark.PLANNING_FRACTION``) of what is available,
+   read once per device and run, because on CPU a child process then builds a second copy
+   of the inputs beside a second torch (about 250 MiB) to measure the peak afresh.
 2. **Does it fit the budget?** Interactive callers (the lessons' sweeps and widgets) set a
    *budget* as well, :data:`LAB_BUDGET_BYTES` unless told otherwise, so that one slider
    dragged to its end cannot take a 2 GiB Binder kernel down; the limit is then the

@@ -14,10 +14,13 @@ from importlib.metadata import version
 
 import torch
 
-__all__ = ["BINDER_REPO", "LOCKED_TORCH", "binder_url", "setup"]
+__all__ = ["BINDER_REPO", "COLAB_BRANCH", "LOCKED_TORCH", "binder_url", "colab_url", "setup"]
 
-#: The GitHub repository Binder builds the lessons from.
+#: The GitHub repository Binder builds the lessons from (and Colab opens them from).
 BINDER_REPO = "sparsegrad-lab/sparsegrad_lab"
+
+#: The branch Colab opens a lesson from (Colab needs a branch name where Binder takes HEAD).
+COLAB_BRANCH = "main"
 
 #: The torch version the committed notebook outputs were produced with (requirements.lock).
 LOCKED_TORCH = "2.13.0"
@@ -30,6 +33,18 @@ def binder_url(notebook: str) -> str:
     'https://mybinder.org/v2/gh/sparsegrad-lab/sparsegrad_lab/HEAD?urlpath=lab/tree/notebooks/01_gradient_derivation.ipynb'
     """
     return f"https://mybinder.org/v2/gh/{BINDER_REPO}/HEAD?urlpath=lab/tree/notebooks/{notebook}"
+
+
+def colab_url(notebook: str) -> str:
+    """The Colab link that opens ``notebook`` from :data:`BINDER_REPO`, as Binder does.
+
+    >>> colab_url("01_gradient_derivation.ipynb")
+    'https://colab.research.google.com/github/sparsegrad-lab/sparsegrad_lab/blob/main/notebooks/01_gradient_derivation.ipynb'
+    """
+    return (
+        f"https://colab.research.google.com/github/{BINDER_REPO}/blob/{COLAB_BRANCH}"
+        f"/notebooks/{notebook}"
+    )
 
 
 def _cpu_quota() -> int:
@@ -80,11 +95,11 @@ def setup(seed: int = 0) -> str:
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
     torch.sparse.check_sparse_tensor_invariants.disable()
     try:
-        import matplotlib as mpl
-
-        mpl.rcParams.update({"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10})
-    except ImportError:
+        from .plots import use_lesson_style
+    except ImportError:  # matplotlib is not installed: nothing to style
         pass
+    else:
+        use_lesson_style()
     torch_version = torch.__version__.split("+")[0]
     if torch_version != LOCKED_TORCH:
         warnings.warn(

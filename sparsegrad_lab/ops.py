@@ -52,8 +52,8 @@ def _spmm(pattern: SparsityPattern, values: Tensor, X: Tensor) -> Tensor:
     """``A @ X`` for the CSR matrix (pattern, values), on torch's own CSR kernel."""
     A = pattern.to_csr(values.resolve_conj())
     if torch.is_autocast_enabled(X.device.type):
-        # Autocast would cast this product to bfloat16/float16, which torch's CPU sparse
-        # kernels do not implement; like torch.sparse.mm, compute in the inputs' dtype.
+        # Autocast would cast this product to bfloat16/float16, which torch's CPU CSR
+        # kernel does not implement (it aborts for COO input): compute in the inputs' dtype.
         with torch.autocast(X.device.type, enabled=False):
             return A @ X.resolve_conj()
     return A @ X.resolve_conj()

@@ -1,4 +1,5 @@
-"""Figures for the lessons: spy plots, storage diagrams, memory and timing curves.
+"""Figures for the lessons and the benchmark: spy plots, storage diagrams, memory and timing
+curves, the memory explorer's bars and the benchmark's summary.
 
 The only module of the package that imports matplotlib. Every function draws into the
 ``ax`` it is given and returns that Axes, or makes a new figure and returns the
@@ -18,8 +19,10 @@ Jupyter's inline backend shows them at the end of a cell.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import torch
@@ -29,16 +32,24 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from .errors import InputTypeError, InputValueError
+from .implementations import IMPLEMENTATIONS
+from .memory_model import storage_bytes
 from .pattern import SparsityPattern, pattern_and_values
-from .patterns import storage_bytes
+
+if TYPE_CHECKING:
+    from .benchmark import Result
 
 __all__ = [
-    "draw_block_diagonal",
+    "close_figure",
+    "draw_batched_product",
     "draw_storage",
+    "plot_benchmark",
     "plot_gradient_entry",
+    "plot_memory_bars",
     "plot_memory_curves",
     "plot_timings",
     "spy",
+    "use_lesson_style",
 ]
 
 #: Above this many stored entries :func:`spy` bins the matrix into an image instead of
@@ -57,6 +68,19 @@ def _canvas(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure | Non
     if not isinstance(ax, Axes):
         raise InputTypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
     return None, ax
+
+
+def use_lesson_style() -> None:
+    """Give every figure made from now on the lessons' size, resolution and font size.
+
+    Called by :func:`sparsegrad_lab.notebook.setup`, so the five lessons look alike.
+    """
+    plt.rcParams.update({"figure.figsize": (6.4, 4.0), "figure.dpi": 80, "font.size": 10})
+
+
+def close_figure(fig: Figure) -> None:
+    """Release a figure made here (pyplot keeps every figure it made until closed)."""
+    plt.close(fig)
 
 
 def _colour(k: int) -> str:
@@ -197,7 +221,7 @@ def spy(
     return ax if fig is None else fig
 
 
-def draw_block_diagonal(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -> Figure | Axes:
+def draw_batched_product(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -> Figure | Axes:
     """Draw the batching trick: ``diag(A_1, ..., A_b) @ vstack(B_t) = vstack(A_t B_t)``.
 
     A batch of ``b`` matrices ``A_t`` (``n x m``) multiplies a batch ``B_t`` (``m x p``) as
@@ -219,7 +243,7 @@ def draw_block_diagonal(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -
     --------
     >>> import matplotlib; matplotlib.use("Agg")
     >>> import matplotlib.pyplot as plt
-    >>> fig = draw_block_diagonal([torch.eye(3), torch.ones(3, 3)])
+    >>> fig = draw_batched_product([torch.eye(3), torch.ones(3, 3)])
     >>> len(fig.axes[0].lines), len(fig.axes[0].patches)
     (2, 6)
     >>> plt.close(fig)
@@ -227,23 +251,23 @@ def draw_block_diagonal(As: Tensor | Sequence[Tensor], ax: Axes | None = None) -
     if isinstance(As, Tensor):
         if As.dim() != 3:
             raise InputValueError(
-                f"draw_block_diagonal: As must be 3-D (b, n, m), got shape {tuple(As.shape)}"
+                f"draw_batched_product: As must be 3-D (b, n, m), got shape {tuple(As.shape)}"
             )
         batched = As
     elif isinstance(As, Sequence) and len(As) > 0 and all(isinstance(a, Tensor) for a in As):
         shapes = {tuple(a.shape) for a in As}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise InputValueError(
-                f"draw_block_diagonal: the matrices must be 2-D and of one shape, got {shapes}"
+                f"draw_batched_product: the matrices must be 2-D and of one shape, got {shapes}"
             )
         # Stacked as COO, not dense: an explicitly stored zero is still an entry to draw.
         batched = torch.stack([_as_coo(a.detach()) for a in As])
     else:
         raise InputTypeError(
-            "draw_block_diagonal: As must be a (b, n, m) tensor or a non-empty sequence of "
+            "draw_batched_product: As must be a (b, n, m) tensor or a non-empty sequence of "
             f"2-D tensors, got {type(As).__name__}"
         )
-    pattern, _ = _entries("draw_block_diagonal", batched)
+    pattern, _ = _entries("draw_batched_product", batched)
     row, col, batch, (n, m) = _coordinates(pattern)
     fig, ax = _canvas(ax, (7.0, 5.0))
     N, M = batch * n, batch * m
@@ -314,7 +338,7 @@ def draw_storage(A: Tensor, ax: Axes | None = None) -> Figure | Axes:
     ``row`` by ``crow`` of length :math:`n + 1`, where row ``i`` owns the entries
     ``crow[i]`` to ``crow[i+1] - 1``. Indices are int64 (8 bytes), as torch builds them.
     The title compares the totals with the dense array (see
-    :func:`sparsegrad_lab.patterns.storage_bytes`).
+    :func:`sparsegrad_lab.memory_model.storage_bytes`).
 
     Parameters
     ----------
@@ -663,8 +687,11 @@ def plot_gradient_entry(
         "vmax": bound_,
         "interpolation": "nearest",
     }
-    ax.imshow(shown_G, extent=(-0.5, p - 0.5, n - 0.5, -0.5), **style)
+    image = ax.imshow(shown_G, extent=(-0.5, p - 0.5, n - 0.5, -0.5), **style)
     ax.imshow(shown_B, extent=(p - 0.5 + gap, 2 * p - 0.5 + gap, m - 0.5, -0.5), **style)
+    # Both matrices share one colour scale (same vmin/vmax), so one bar reads for both.
+    label = "entry value (real part)" if G64.is_complex() else "entry value"
+    ax.figure.colorbar(image, ax=ax, label=label)
     ax.add_patch(Rectangle((-0.5, i - 0.5), p, 1, fill=False, edgecolor="black", linewidth=2.5))
     ax.add_patch(
         Rectangle((p - 0.5 + gap, j - 0.5), p, 1, fill=False, edgecolor="black", linewidth=2.5)
@@ -680,3 +707,117 @@ def plot_gradient_entry(
     ax.set_ylabel("row of G (left) / row of B (right)")
     ax.set_title(f"$\\partial L / \\partial A_{{{i},{j}}}$ = G[{i}, :] · {row_j} = {value:.4g}")
     return ax if fig is None else fig
+
+
+# --------------------------------------------------------------------------- memory bars
+
+
+def plot_memory_bars(
+    predicted: Mapping[str, int],
+    measured: Mapping[str, int | None],
+    *,
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure | Axes:
+    """Predicted and measured peak extra memory side by side, one pair of bars per strategy.
+
+    Parameters
+    ----------
+    predicted : dict of str to int
+        Bytes per strategy from the model.
+    measured : dict of str to int or None
+        Bytes per strategy as measured; ``None`` (refused or not measured) draws no bar.
+    title : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Figure or Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> fig = plot_memory_bars({"sddmm": 2**20, "dense": 2**24}, {"sddmm": 2**20, "dense": None})
+    >>> [round(bar.get_height()) for bar in fig.axes[0].patches]
+    [1, 16, 1, 0]
+    >>> close_figure(fig)
+    """
+    if not isinstance(predicted, Mapping) or not predicted:
+        raise InputTypeError("plot_memory_bars: predicted must be a non-empty dict name -> bytes")
+    if set(measured) != set(predicted):
+        raise InputValueError(
+            f"plot_memory_bars: measured names {sorted(measured)}, predicted {sorted(predicted)}"
+        )
+    fig, ax = _canvas(ax, (6.0, 3.2))
+    names = list(predicted)
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [predicted[s] / 2**20 for s in names], 0.4, label="model")
+    ax.bar(
+        [x + 0.2 for x in xs], [(measured[s] or 0) / 2**20 for s in names], 0.4, label="measured"
+    )
+    ax.set_xticks(list(xs), names)
+    ax.set_xlabel("backward strategy")
+    ax.set_ylabel("peak extra memory (MiB)")
+    ax.set_yscale("log")
+    if title is not None:
+        ax.set_title(title)
+    ax.legend()
+    return ax if fig is None else fig
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def plot_benchmark(results: Sequence[Result], path: str | os.PathLike[str] | None = None) -> Figure:
+    """Time (fwd + bwd) and peak extra memory against nnz, one line per implementation.
+
+    Draws on a :class:`matplotlib.figure.Figure` made without pyplot, so the command line
+    switches no backend and a notebook shows it with ``display``. A line per implementation
+    and layout (solid CSR, dashed COO) and per ``(p, batch)``, whose marker shape the title
+    explains. Saved to ``path`` if given; the figure is returned.
+
+    >>> from sparsegrad_lab.benchmark import make_cases, run_benchmark
+    >>> results = run_benchmark(make_cases([(300, 1000, 8, 1)], layouts=["csr"]),
+    ...     impls=["sddmm"], repeats=1, warmup=0, fresh_process=False, progress=False)
+    >>> [line.get_label() for line in plot_benchmark(results).axes[0].lines]
+    ['sddmm (csr)']
+    """
+    groups: dict[tuple[str, str, int, int], list[Result]] = {}
+    for r in results:
+        if r.status == "ok":
+            groups.setdefault((r.impl, r.case.layout, r.case.p, r.case.batch), []).append(r)
+    shapes = sorted({(k[2], k[3]) for k in groups})
+    markers = dict(zip(shapes, "osD^vP*X", strict=False))
+    fig = Figure(figsize=(12, 4.4), layout="constrained")
+    ax_t, ax_m = fig.subplots(1, 2)
+    colours = {impl: f"C{k}" for k, impl in enumerate(IMPLEMENTATIONS)}
+    labelled: set[tuple[str, str]] = set()
+    for (impl, layout, p, batch), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r.case.batch * r.case.nnz)
+        x = [r.case.batch * r.case.nnz for r in rs]
+        # One legend entry per implementation and layout; the marker tells p and batch.
+        label = f"{impl} ({layout})" if (impl, layout) not in labelled else None
+        labelled.add((impl, layout))
+        style = {
+            "color": colours[impl],
+            "ls": "-" if layout == "csr" else "--",
+            "marker": markers.get((p, batch), "o"),
+        }
+        ax_t.plot(x, [r.fwdbwd_ms for r in rs], label=label, **style)
+        ax_m.plot(x, [(r.peak_extra_bytes or 0) / 2**20 for r in rs], **style)
+    for ax, ylabel in ((ax_t, "forward + backward time (ms)"), (ax_m, "peak extra memory (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("stored entries nnz (all batch items)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.set_title("time: median after warm-up")
+    ax_m.set_title("memory above the inputs")
+    if groups:
+        key = "; ".join(f"{markers[s]}: p={s[0]}, b={s[1]}" for s in shapes)
+        fig.legend(loc="outside right upper", fontsize="small", title="solid CSR, dashed COO")
+        fig.suptitle(f"markers: {key}", fontsize="small")
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig

@@ -35,6 +35,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from ._torch_util import element_size
 from .pattern import SparsityPattern
 
 __all__ = [
@@ -75,7 +76,7 @@ def sampled_product(
     -------
     Tensor
         ``(nnz,)`` with :math:`s_k = \\sum_l G_{r_k l} \\overline{B_{c_k l}}`. Not tracked
-        by autograd: :class:`sparsegrad_lab.SampledProduct` is the differentiable form.
+        by autograd: :class:`sparsegrad_lab.ops.SampledProduct` is the differentiable form.
 
     Examples
     --------
@@ -154,7 +155,7 @@ def sampled_product_workspace_bytes(
     ...     "gather", batch=1, block_shape=(10, 10), nnz=100, p=8, dtype=torch.float32)
     9600
     """
-    elem = torch.empty(0, dtype=dtype).element_size()
+    elem = element_size(dtype)
     n, m = block_shape
     if strategy == "dense":
         return batch * n * m * elem + nnz * 8 * (2 if batch > 1 else 1)

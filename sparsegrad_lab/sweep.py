@@ -6,22 +6,23 @@ A sweep walks the values of one parameter -- ``n`` (rows of ``A``), ``nnz`` or
 
 1. predicts the peak extra memory of ``C = f(A, B); C.backward(G)`` with
    :func:`~sparsegrad_lab.memory_model.predict_peak_bytes`;
-2. passes that prediction to the memory guard, :func:`~sparsegrad_lab.memory.guarded`:
-   a point above ``budget`` is recorded as refused, with the guard's message, and is never
-   built or run -- so a sweep that strays too far cannot kill the kernel;
-3. otherwise builds seeded inputs (:func:`~sparsegrad_lab.memory.make_case_inputs`), runs
-   one warm-up step, measures the real peak in this process
-   (:func:`~sparsegrad_lab.memory.measure_peak_bytes`: torch.profiler's allocation events
-   on CPU, the caching allocator's peak on CUDA) and times ``repeats`` forward + backward
-   steps (:func:`~sparsegrad_lab.bench.time_case`), keeping the median.
+2. passes that prediction to the memory guard, :func:`~sparsegrad_lab.memory_guard.guarded`:
+   a point above ``budget`` (or above what is available) is recorded as refused, with the
+   guard's message, and is never built or run -- so a sweep that strays too far cannot
+   kill the kernel;
+3. otherwise builds seeded inputs (:func:`~sparsegrad_lab.implementations.make_inputs`),
+   runs one warm-up step, measures the real peak in this process
+   (:func:`~sparsegrad_lab.measurement.measure_peak_bytes`: torch.profiler's allocation
+   events on CPU, the caching allocator's peak on CUDA) and times ``repeats`` forward +
+   backward steps (:func:`~sparsegrad_lab.timing.time_case`), keeping the median.
 
 :class:`SweepResult` holds the lists and turns them into the ``series``/``model`` dicts
 that :func:`sparsegrad_lab.plots.plot_memory_curves` and
 :func:`~sparsegrad_lab.plots.plot_timings` draw.
 
 >>> r = sweep("p", [8, 16], base={"n": 500, "nnz_per_row": 4}, measure=False, progress=False)
->>> r.cases[1]
-{'n': 500, 'm': 500, 'nnz': 2000, 'p': 16, 'layout': 'csr', 'dtype': 'float32'}
+>>> r.cases[1].label()
+'n=500 m=500 nnz=2000 p=16 csr float32'
 >>> r.predicted["gather"][1] - r.predicted["gather"][0] > 0      # 3 nnz p e grows with p
 True
 """
@@ -35,17 +36,12 @@ from typing import Any, Literal
 
 import torch
 
-from .bench import progress_bar, time_case
 from .errors import InputValueError
-from .memory import (
-    DEFAULT_BUDGET_BYTES,
-    CaseSpec,
-    guarded,
-    implementation,
-    make_case_inputs,
-    measure_peak_bytes,
-)
-from .memory_model import IMPLEMENTATIONS, describe_case, predict_peak_bytes, unsupported_reason
+from .implementations import Case, get_implementation, make_inputs
+from .measurement import measure_peak_bytes
+from .memory_guard import LAB_BUDGET_BYTES, guarded
+from .memory_model import predict_peak_bytes
+from .timing import progress_bar, time_case
 
 __all__ = ["DEFAULT_BASE", "PARAMETERS", "SweepResult", "sweep"]
 
@@ -86,8 +82,8 @@ class SweepResult:
         What was swept.
     values : list of int or float
         The swept values, in order.
-    cases : list of dict
-        The full case at each value: ``n``, ``m``, ``nnz``, ``p``, ``layout``, ``dtype``.
+    cases : list of Case
+        The full case at each value.
     impls : tuple of str
         The implementations compared (keys of the dicts below).
     predicted : dict of str to list of int
@@ -102,14 +98,14 @@ class SweepResult:
         The guard's refusal message, or ``""`` where the point was allowed.
     device : str
     budget : int
-        The guard's budget in bytes.
+        The guard's budget in bytes (the limit is the smaller of it and what is available).
     repeats : int
         Timed steps per point (the median is kept).
     """
 
     parameter: Parameter
     values: list[int | float]
-    cases: list[dict[str, Any]]
+    cases: list[Case]
     impls: tuple[str, ...]
     predicted: dict[str, list[int]]
     measured: dict[str, list[int | None]]
@@ -204,7 +200,7 @@ class SweepResult:
             + "".join(f" {k + ' MiB':>{width}s}" for k in self.impls)
         ]
         for i, value in enumerate(self.values):
-            row = f"{_short(value):>8s} {self.cases[i][other_name]:>8d} |"
+            row = f"{_short(value):>8s} {getattr(self.cases[i], other_name):>8d} |"
             for k in self.impls:
                 got = self.measured[k][i]
                 if self.refused[k][i]:
@@ -267,61 +263,65 @@ def _merge_base(base: Mapping[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
-def _case(parameter: str, value: int | float, base: Mapping[str, Any]) -> dict[str, Any]:
-    """The sizes at one point: ``m`` follows ``n`` unless ``base`` fixes it."""
-    if parameter == "n":
-        n = _check_int("values (n)", value, 1)
-    else:
-        n = _check_int("base['n']", base["n"], 1)
-    m = _check_int("base['m']", base["m"], 1) if "m" in base else n
-    p = _check_int("values (p)", value, 1) if parameter == "p" else base["p"]
-    p = _check_int("base['p']", p, 1)
+def _nnz(parameter: str, value: int | float, base: Mapping[str, Any], n: int, m: int) -> int:
+    """Stored entries at one point: swept, or from ``base``'s nnz, density or nnz per row."""
     if parameter == "nnz":
-        nnz = _check_int("values (nnz)", value, 0)
-    elif parameter == "density":
-        nnz = max(1, round(_check_density("values (density)", value) * n * m))
-    elif "nnz" in base:
-        nnz = _check_int("base['nnz']", base["nnz"], 0)
-    elif "density" in base:
-        nnz = max(1, round(_check_density("base['density']", base["density"]) * n * m))
-    else:
-        per_row = base["nnz_per_row"]
-        if isinstance(per_row, bool) or not isinstance(per_row, int | float) or per_row <= 0:
-            raise InputValueError(f"base['nnz_per_row'] must be a number > 0, got {per_row!r}")
-        nnz = max(1, round(per_row * n))
+        return _check_int("values (nnz)", value, 0)
+    if parameter == "density":
+        return max(1, round(_check_density("values (density)", value) * n * m))
+    if "nnz" in base:
+        return _check_int("base['nnz']", base["nnz"], 0)
+    if "density" in base:
+        return max(1, round(_check_density("base['density']", base["density"]) * n * m))
+    per_row = base["nnz_per_row"]
+    if isinstance(per_row, bool) or not isinstance(per_row, int | float) or per_row <= 0:
+        raise InputValueError(f"base['nnz_per_row'] must be a number > 0, got {per_row!r}")
+    return max(1, round(per_row * n))
+
+
+def _case(parameter: str, value: int | float, base: Mapping[str, Any], device: str) -> Case:
+    """The case at one point: ``m`` follows ``n`` unless ``base`` fixes it."""
+    n = _check_int(
+        "values (n)" if parameter == "n" else "base['n']",
+        value if parameter == "n" else base["n"],
+        1,
+    )
+    m = _check_int("base['m']", base["m"], 1) if "m" in base else n
+    p = _check_int(
+        "values (p)" if parameter == "p" else "base['p']",
+        value if parameter == "p" else base["p"],
+        1,
+    )
+    nnz = _nnz(parameter, value, base, n, m)
     if nnz > n * m:
         raise InputValueError(
             f"sweep {parameter}={value!r}: nnz={nnz} does not fit in an {n} x {m} matrix "
             f"({n * m} positions)"
         )
-    return {"n": n, "m": m, "nnz": nnz, "p": p, "layout": base["layout"], "dtype": base["dtype"]}
+    return Case(
+        n=n,
+        m=m,
+        nnz=nnz,
+        p=p,
+        layout=base["layout"],
+        dtype=base["dtype"],
+        device=device,
+        seed=base["seed"],
+    )
 
 
 # ----------------------------------------------------------------------------- the sweep
 
 
-def _measure_point(
-    impl: str, case: Mapping[str, Any], *, seed: int, device: str, repeats: int
-) -> tuple[int, float]:
+def _measure_point(impl: str, case: Case, repeats: int) -> tuple[int, float]:
     """Peak extra bytes of one step and median seconds of ``repeats`` steps."""
-    spec: CaseSpec = {
-        "impl": impl,
-        "n": case["n"],
-        "m": case["m"],
-        "nnz": case["nnz"],
-        "p": case["p"],
-        "layout": case["layout"],
-        "dtype": case["dtype"],
-        "device": device,
-        "seed": seed,
-    }
-    A, B, G = make_case_inputs(spec)
-    fn = implementation(impl)
+    A, B, G = make_inputs(case)
+    fn = get_implementation(impl).matmul()
     # Warm-up: kernels, thread pools and the pattern's lazily built state are not the
     # step's memory, and the first run is the slowest.
     fn(A, B).backward(G)
     A.grad = B.grad = None
-    peak = measure_peak_bytes(lambda: fn(A, B).backward(G), device)
+    peak = measure_peak_bytes(lambda: fn(A, B).backward(G), case.device)
     A.grad = B.grad = None
     times = time_case(fn, A, B, G, repeats=repeats, warmup=0)["fwdbwd"]
     return peak, statistics.median(times)
@@ -335,7 +335,7 @@ def sweep(
     impls: Sequence[str] = ("sddmm", "gather", "dense"),
     measure: bool = True,
     repeats: int = 3,
-    budget: int = DEFAULT_BUDGET_BYTES,
+    budget: int = LAB_BUDGET_BYTES,
     progress: bool = True,
     device: str | torch.device = "cpu",
 ) -> SweepResult:
@@ -358,14 +358,14 @@ def sweep(
         ``density`` / ``nnz_per_row``, ``p``, ``layout`` ("csr"), ``dtype`` ("float32"),
         ``seed`` (0).
     impls : sequence of str, default ("sddmm", "gather", "dense")
-        Any of :data:`sparsegrad_lab.memory_model.IMPLEMENTATIONS` that runs on ``layout``.
+        Any of :data:`sparsegrad_lab.implementations.IMPLEMENTATIONS` that runs on ``layout``.
     measure : bool, default True
         Run the allowed points; with False only the model and the guard are evaluated.
     repeats : int, default 3
         Timed forward + backward steps per point (the median is kept), after one warm-up
         step and one memory measurement.
-    budget : int, default :data:`~sparsegrad_lab.memory.DEFAULT_BUDGET_BYTES`
-        Points whose predicted peak exceeds it are refused, not run.
+    budget : int, default :data:`~sparsegrad_lab.memory_guard.LAB_BUDGET_BYTES`
+        Points whose predicted peak exceeds it (or what is available) are refused, not run.
     progress : bool, default True
         Show a tqdm progress bar (``tqdm.auto``: a widget in Jupyter), if tqdm is installed.
     device : str or torch.device, default "cpu"
@@ -391,14 +391,12 @@ def sweep(
     impls = tuple(impls)
     if not impls:
         raise InputValueError("impls must name at least one implementation, got none")
-    for impl in impls:
-        if impl not in IMPLEMENTATIONS:
-            raise InputValueError(f"impls: unknown {impl!r}; expected some of {IMPLEMENTATIONS}")
-        if reason := unsupported_reason(impl, layout=merged["layout"]):
-            raise InputValueError(f"impls: {reason}")
     dev = str(torch.device(device))
     # Every case is resolved (and checked) before anything runs.
-    cases = [_case(parameter, value, merged) for value in values]
+    cases = [_case(parameter, value, merged, dev) for value in values]
+    for impl in impls:
+        if reason := get_implementation(impl).unsupported_reason(cases[0]):
+            raise InputValueError(f"impls: {reason}")
 
     result = SweepResult(
         parameter=parameter,  # type: ignore[arg-type]
@@ -417,23 +415,19 @@ def sweep(
     bar = progress_bar(len(cases) * len(impls), progress, f"sweep {parameter}", unit="case")
     try:
         for case in cases:
-            sizes = {k: case[k] for k in ("n", "m", "nnz", "p", "layout", "dtype")}
             for impl in impls:
-                bar.set_postfix_str(f"{impl} n={case['n']} nnz={case['nnz']} p={case['p']}")
-                predicted = predict_peak_bytes(impl, **sizes, device=dev)
+                bar.set_postfix_str(f"{impl} n={case.n} nnz={case.nnz} p={case.p}")
+                predicted = predict_peak_bytes(impl, case)
 
-                def run(impl: str = impl, case: dict[str, Any] = case) -> tuple[int, float] | None:
-                    if not measure:
-                        return None
-                    return _measure_point(
-                        impl, case, seed=merged["seed"], device=dev, repeats=repeats
-                    )
+                def run(impl: str = impl, case: Case = case) -> tuple[int, float] | None:
+                    return _measure_point(impl, case, repeats) if measure else None
 
                 outcome = guarded(
                     run,
                     predicted_bytes=predicted,
-                    what=describe_case(impl, **sizes),
+                    what=case.describe(impl),
                     budget=budget,
+                    device=dev,
                 )
                 peak, seconds = outcome.value if outcome.value is not None else (None, None)
                 result.predicted[impl].append(predicted)

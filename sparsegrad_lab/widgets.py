@@ -5,9 +5,10 @@ Each explorer is ``ipywidgets.interactive`` around a pure function that returns 
 pure function once for a static figure -- what a reader without a kernel sees -- and
 then show the explorer. Tests set a control's ``.value`` and read ``explorer.result``.
 
-Every callback stays inside the memory guard (:mod:`sparsegrad_lab.memory`): a setting
-whose predicted peak exceeds the budget is reported, not run, so no slider can kill the
-kernel. ipywidgets and matplotlib are imported here only.
+Every callback stays inside the memory guard (:mod:`sparsegrad_lab.memory_guard`), with
+the lab's budget :data:`~sparsegrad_lab.memory_guard.LAB_BUDGET_BYTES`: a setting whose
+predicted peak exceeds it is reported, not run, so no slider can kill the kernel.
+ipywidgets is imported here only; the figures come from :mod:`sparsegrad_lab.plots`.
 
 Responsiveness on a 2-core Binder session: a slider that updates while dragged queues one
 callback per step of the drag. So a control whose callback takes more than about 0.2 s does
@@ -25,9 +26,10 @@ import torch
 from torch import Tensor
 
 from .errors import InputValueError, MemoryBudgetError, format_bytes
-from .memory import DEFAULT_BUDGET_BYTES
-from .patterns import PATTERNS, make_pattern, storage_bytes
-from .plots import plot_gradient_entry, spy
+from .example_matrices import MATRIX_KINDS, make_matrix
+from .memory_guard import LAB_BUDGET_BYTES
+from .memory_model import predict_peak_bytes, storage_bytes
+from .plots import close_figure, plot_gradient_entry, plot_memory_bars, spy
 from .sddmm import BACKWARD_STRATEGIES
 from .sweep import sweep
 
@@ -47,11 +49,10 @@ __all__ = [
 
 def _show_and_close(fig: Any) -> None:
     """Display a figure in the widget's output area once, then release it."""
-    import matplotlib.pyplot as plt
     from IPython.display import display
 
     display(fig)
-    plt.close(fig)
+    close_figure(fig)
 
 
 # ------------------------------------------------------------------ gradient of one entry
@@ -170,7 +171,7 @@ class PatternReport:
     nnz : int
     bytes : dict
         ``{"coo": ..., "csr": ..., "dense": ...}``, from
-        :func:`~sparsegrad_lab.patterns.storage_bytes`.
+        :func:`~sparsegrad_lab.memory_model.storage_bytes`.
     text : str
     figure : matplotlib Figure or None
         None when the pattern was refused by the memory guard.
@@ -185,18 +186,18 @@ class PatternReport:
 
 
 def pattern_report(
-    name: str, n: int, density: float, seed: int = 0, *, max_bytes: int = DEFAULT_BUDGET_BYTES
+    name: str, n: int, density: float, seed: int = 0, *, budget: int = LAB_BUDGET_BYTES
 ) -> PatternReport:
-    """Generate pattern ``name`` (about ``n x n`` at ``density``) and describe its storage.
+    """Generate a matrix of kind ``name`` (about ``n x n`` at ``density``), describe its storage.
 
-    A pattern whose storage would exceed ``max_bytes`` is refused, and the report says so.
+    One whose generation would exceed ``budget`` is refused, and the report says so.
 
     >>> report = pattern_report("banded", 200, 0.02)
     >>> report.nnz, report.bytes["csr"] < report.bytes["coo"] < report.bytes["dense"]
     (994, True)
     """
     try:
-        A = make_pattern(name, n, density, seed, max_bytes=max_bytes)
+        A = make_matrix(name, n, density, seed, budget=budget)
     except MemoryBudgetError as refusal:
         return PatternReport(name, (n, n), 0, {}, f"refused: {refusal}", None)
     cost = storage_bytes(A)
@@ -230,7 +231,7 @@ def pattern_explorer(name: str = "uniform", n: int = 500, density: float = 0.01)
 
     return w.interactive(
         show,
-        name=w.Dropdown(options=sorted(PATTERNS), value=name, description="pattern"),
+        name=w.Dropdown(options=sorted(MATRIX_KINDS), value=name, description="pattern"),
         # On release: generating and drawing a pattern near the top of these ranges takes ~1 s.
         n=w.IntSlider(
             value=n, min=20, max=5000, step=20, description="size n", continuous_update=False
@@ -273,13 +274,13 @@ class MemoryReport:
 
 
 def memory_report(
-    n: int, density: float, p: int, *, budget: int = DEFAULT_BUDGET_BYTES, measure: bool = True
+    n: int, density: float, p: int, *, budget: int = LAB_BUDGET_BYTES, measure: bool = True
 ) -> MemoryReport:
     """Peak extra memory of ``sparse_mm`` forward + backward for each backward strategy.
 
     ``A`` is ``n x n`` uniformly random with ``round(density n^2)`` entries, ``B`` is
     ``n x p``. Each strategy is predicted by the analytic model and, if the prediction fits
-    ``budget``, measured (:func:`~sparsegrad_lab.memory.measure_peak_bytes`).
+    ``budget``, measured (:func:`~sparsegrad_lab.measurement.measure_peak_bytes`).
 
     >>> report = memory_report(300, 0.01, 16)
     >>> sorted(report.predicted) == sorted(report.measured)
@@ -287,8 +288,6 @@ def memory_report(
     >>> report.predicted["dense"] > report.predicted["gather"] > report.predicted["sddmm"]
     True
     """
-    import matplotlib.pyplot as plt
-
     # One point of the lessons' sweep: the same predict, guard and measure path (warm-up
     # included) that the sweeps in 03_memory_savings use.
     point = sweep(
@@ -301,7 +300,7 @@ def memory_report(
         budget=budget,
         progress=False,
     )
-    nnz = point.cases[0]["nnz"]
+    nnz = point.cases[0].nnz
     predicted: dict[str, int] = {s: point.predicted[s][0] for s in BACKWARD_STRATEGIES}
     measured: dict[str, int | None] = {s: point.measured[s][0] for s in BACKWARD_STRATEGIES}
     lines = []
@@ -312,27 +311,11 @@ def memory_report(
             shown = f"measured {format_bytes(value)}"
         lines.append(f"{s:>6}: predicted {format_bytes(predicted[s])}, {shown}")
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    names = list(BACKWARD_STRATEGIES)
-    xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [predicted[s] / 2**20 for s in names], 0.4, label="model")
-    ax.bar(
-        [x + 0.2 for x in xs],
-        [(measured[s] or 0) / 2**20 for s in names],
-        0.4,
-        label="measured",
-    )
-    ax.set_xticks(list(xs), names)
-    ax.set_xlabel("backward strategy")
-    ax.set_ylabel("peak extra memory (MiB)")
-    ax.set_yscale("log")
-    ax.set_title(f"n = {n}, nnz = {nnz}, p = {p}")
-    ax.legend()
-    fig.tight_layout()
+    fig = plot_memory_bars(predicted, measured, title=f"n = {n}, nnz = {nnz}, p = {p}")
     return MemoryReport({"n": n, "nnz": nnz, "p": p}, predicted, measured, "\n".join(lines), fig)
 
 
-def memory_preview(n: int, density: float, p: int, *, budget: int = DEFAULT_BUDGET_BYTES) -> str:
+def memory_preview(n: int, density: float, p: int, *, budget: int = LAB_BUDGET_BYTES) -> str:
     """The model's predicted cost of :func:`memory_report` at one setting, without running it.
 
     One line per strategy: the predicted peak extra memory, and whether the guard would
@@ -348,8 +331,6 @@ def memory_preview(n: int, density: float, p: int, *, budget: int = DEFAULT_BUDG
     sampled product: dense 8.00e+06 multiply-adds, sddmm and gather 8.00e+04
     Press "Measure" to run it.
     """
-    from .memory_model import predict_peak_bytes
-
     nnz = max(1, round(density * n * n))  # as the sweep behind memory_report counts it
     lines = [f"n = {n}, nnz = {nnz}, p = {p} -- predicted before measuring:"]
     for s in BACKWARD_STRATEGIES:

@@ -117,7 +117,7 @@ CASES: dict[str, Case] = {
     "A-hybrid-coo-3d": Case(
         lambda: (_dense(2, 3, 4).to_sparse(2), _dense(2, 4, 1), "sddmm"),
         InputValueError,
-        ("A is a hybrid sparse tensor", "sparse_dim=2", "dense_dim=1", "dense_dim=0"),
+        ("A is a hybrid sparse tensor", "sparse_dim=2", "dense_dim=1", "movedim(-1, 0)"),
     ),
     "A-hybrid-csr": Case(
         lambda: (_dense(2, 3, 4).to_sparse_csr(dense_dim=1), _dense(2, 4, 1), "sddmm"),
@@ -208,6 +208,11 @@ CASES: dict[str, Case] = {
         lambda: (_coo(3, 4), _dense(4, 1).to("meta"), "sddmm"),
         InputValueError,
         ("A and B must be on the same device", "A on cpu", "B on meta"),
+    ),
+    "device-both-meta": Case(
+        lambda: (_coo(3, 4).to("meta"), _dense(4, 1).to("meta"), "sddmm"),
+        InputValueError,
+        ("A is on the meta device", "holds no indices or values"),
     ),
     "device-A-meta": Case(
         lambda: (_coo(3, 4).to("meta"), _dense(4, 1), "sddmm"),

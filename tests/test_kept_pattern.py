@@ -17,8 +17,10 @@ from testing import (
     assert_same_pattern,
     dense_reference,
     make_generator,
+    pattern_mask,
     random_dense,
     random_sparse,
+    sparse_from_mask,
     uncoalesced_coo,
 )
 from torch import Tensor
@@ -203,3 +205,35 @@ def test_sparsity_pattern_rejects_what_sparse_mm_rejects(
 ) -> None:
     with pytest.raises(error, match=f"^sparsity_pattern: {message}"):
         sparsity_pattern(A)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_index_buffers_refilled_in_place_are_refused(
+    layout: torch.layout, index_dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    """Refilling the very index tensors ``A`` was built from must not pass as "same indices".
+
+    torch's index accessors do not share a version counter with those buffers, so without
+    its own copy a kept pattern would compare them with themselves (and, for 2-D CSR, serve
+    a stale transpose).
+    """
+    first = _first_A(layout, index_dtype, shape)
+    # Another graph with as many entries (per item): the first one's columns reversed.
+    flipped = pattern_mask(first).flip(-1)
+    other = sparse_from_mask(flipped, first.values(), layout=layout, index_dtype=index_dtype)
+    if layout == torch.sparse_coo:
+        buffers, new = [first.indices().clone()], [other.indices()]
+        A = torch.sparse_coo_tensor(buffers[0], first.values(), shape, is_coalesced=True)
+    else:
+        buffers = [first.crow_indices().clone(), first.col_indices().clone()]
+        new = [other.crow_indices(), other.col_indices()]
+        A = torch.sparse_csr_tensor(buffers[0], buffers[1], first.values(), shape)
+    assert not all(torch.equal(b, n) for b, n in zip(buffers, new, strict=True))
+    B = random_dense((*shape[:-2], shape[-1], 2), generator=make_generator(3))
+    pattern = sparsity_pattern(A)
+    sparse_mm(A, B, pattern=pattern)
+    for buffer, refill in zip(buffers, new, strict=True):
+        buffer.copy_(refill)  # the same tensors now hold another graph
+    with pytest.raises(InputValueError, match=r"pattern does not belong to A: its .* differ"):
+        sparse_mm(A, B, pattern=pattern)

@@ -1,15 +1,16 @@
-"""The Binder badge and every lesson's links point at lessons that exist, in one repository."""
+"""The Binder and Colab links point at lessons that exist, in one repository."""
 
 import json
 import re
 from pathlib import Path
 
-from sparsegrad_lab.notebook import BINDER_REPO, binder_url
+from sparsegrad_lab.notebook import BINDER_REPO, binder_url, colab_url
 
 ROOT = Path(__file__).parent.parent
 BINDER_LINK = re.compile(
     r"https://mybinder\.org/v2/gh/([^/]+/[^/]+)/HEAD\?urlpath=lab/tree/([^)\s\"']+)"
 )
+COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^)\s\"']+")
 
 
 def _markdown_of_notebooks() -> dict[str, str]:
@@ -41,3 +42,14 @@ def test_every_lesson_is_listed_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert f"`{path.stem}`" in readme, f"README does not list {path.stem}"
+
+
+def test_every_lesson_has_its_binder_and_colab_links():
+    for name, text in _markdown_of_notebooks().items():
+        assert binder_url(name) in text, f"{name} has no link {binder_url(name)}"
+        assert colab_url(name) in text, f"{name} has no 'Open in Colab' link {colab_url(name)}"
+        # Any other Colab link must be built the same way, i.e. open an existing lesson.
+        for link in COLAB_LINK.findall(text):
+            lesson = link.rsplit("/", 1)[-1]
+            assert link == colab_url(lesson), f"{name}: {link} is not colab_url({lesson!r})"
+            assert (ROOT / "notebooks" / lesson).is_file(), f"{name} links Colab to {lesson}"

@@ -1,9 +1,10 @@
-"""Tests of the analytic memory model against what torch actually allocates.
+"""Tests of the analytic byte model: storage of a matrix, and the peak of a step against what
+torch actually allocates.
 
 The model is checked against torch.profiler's allocation events on CPU (exact, fast).
 Tolerance: it must agree with the in-process measurement within ``MODEL_RTOL`` (10 %) for
 float32/float64 at sizes whose peak is a few MiB or more -- the promise stated in
-``predict_peak_bytes``. (The fresh-process check is in ``test_memory.py``.)
+``predict_peak_bytes``. (The fresh-process check is in ``test_measurement.py``.)
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsegrad_lab import memory as mem
 from sparsegrad_lab import memory_model as model
+from sparsegrad_lab.errors import InputTypeError, InputValueError
+from sparsegrad_lab.example_matrices import uniform_random
+from sparsegrad_lab.implementations import IMPLEMENTATIONS, Case, get_implementation, make_inputs
+from sparsegrad_lab.measurement import measure_peak_bytes
+from sparsegrad_lab.memory_model import storage_bytes
 
 #: Relative agreement the model promises against the allocator-level measurement.
 MODEL_RTOL = 0.10
@@ -21,10 +26,9 @@ MODEL_RTOL = 0.10
 SIZES = {"n": 2000, "m": 3000, "nnz": 30_000, "p": 32}
 
 
-def _measure_phases(impl: str, phases: tuple[str, ...], **case: object) -> dict[str, int]:
-    spec = {"impl": impl, **case}
-    A, B, G = mem.make_case_inputs(spec)  # type: ignore[arg-type]
-    fn = mem.implementation(impl)
+def _measure_phases(impl: str, phases: tuple[str, ...], **sizes: object) -> dict[str, int]:
+    A, B, G = make_inputs(Case(**sizes))  # type: ignore[arg-type]
+    fn = get_implementation(impl).matmul()
     fn(A, B).backward(G)  # warm-up: lazily created state is not the op's memory
     measured = {}
     # The suite turns on torch's sparse invariant checks, which allocate; the model
@@ -33,12 +37,12 @@ def _measure_phases(impl: str, phases: tuple[str, ...], **case: object) -> dict[
         for phase in phases:
             A.grad = B.grad = None
             if phase == "fwd":
-                measured[phase] = mem.measure_peak_bytes(lambda: fn(A, B))
+                measured[phase] = measure_peak_bytes(lambda: fn(A, B))
             elif phase == "fwd+bwd":
-                measured[phase] = mem.measure_peak_bytes(lambda: fn(A, B).backward(G))
+                measured[phase] = measure_peak_bytes(lambda: fn(A, B).backward(G))
             else:
                 C = fn(A, B)
-                measured[phase] = mem.measure_peak_bytes(lambda: C.backward(G))  # noqa: B023
+                measured[phase] = measure_peak_bytes(lambda: C.backward(G))  # noqa: B023
                 del C
     return measured
 
@@ -58,9 +62,9 @@ def _assert_model_agrees(impl: str, phases: tuple[str, ...], **case: object) -> 
     ("impl", "layout"),
     [
         (impl, layout)
-        for impl in model.IMPLEMENTATIONS
+        for impl in IMPLEMENTATIONS
         for layout in ("coo", "csr")
-        if model.unsupported_reason(impl, layout=layout) is None
+        if get_implementation(impl).unsupported_reason(Case(**SIZES, layout=layout)) is None
     ],
 )
 def test_model_agrees_with_measurement_for_every_impl(impl: str, layout: str) -> None:
@@ -122,3 +126,66 @@ def test_model_refuses_what_it_cannot_describe() -> None:
         model.predict_peak_bytes("torch_csr", **SIZES, batch=2)
     with pytest.raises(ValueError, match="nnz must be an int >= 0, got -1"):
         model.predict_peak_bytes("sddmm", n=3, m=3, nnz=-1, p=2)
+    with pytest.raises(InputValueError, match="not both"):
+        model.predict_peak_bytes("sddmm", Case(**SIZES), n=3)
+    with pytest.raises(InputValueError, match=r"predict_peak_bytes: .*'q'"):
+        model.predict_peak_bytes("sddmm", **SIZES, q=3)
+
+
+def test_case_and_keywords_give_the_same_prediction() -> None:
+    case = Case(**SIZES, layout="coo", dtype=torch.float64, batch=2)
+    kw = {**SIZES, "layout": "coo", "dtype": "float64", "batch": 2}
+    for impl in ("sddmm", "gather", "dense", "tsgu", "sddmm_kept"):
+        assert model.predict_peak_bytes(impl, case) == model.predict_peak_bytes(impl, **kw)
+    assert model.output_bytes(case) == 2 * (2000 * 32 + 30_000 + 3000 * 32) * 8
+
+
+# --------------------------------------------------------------------------- storage_bytes
+
+
+def test_storage_bytes_hand_example():
+    # 3 x 4 float32 with 5 entries: COO 5 (2*8 + 4), CSR 4*8 + 5 (8 + 4), dense 12 * 4.
+    A = torch.tensor([[1.0, 0, 2, 0], [0, 0, 0, 3], [4, 5, 0, 0]])
+    expected = {"coo": 100, "csr": 92, "dense": 48}
+    assert storage_bytes(A) == expected
+    assert storage_bytes(A.to_sparse()) == expected
+    assert storage_bytes(A.to_sparse_csr()) == expected
+    assert storage_bytes(A.to_sparse(), index_dtype=torch.int32) == {
+        "coo": 60,
+        "csr": 56,
+        "dense": 48,
+    }
+
+
+def test_storage_bytes_counts_distinct_positions_of_uncoalesced_coo():
+    A = torch.sparse_coo_tensor(torch.tensor([[0, 0], [1, 1]]), torch.ones(2), (2, 2))
+    assert storage_bytes(A)["coo"] == 1 * (16 + 4)
+
+
+def test_storage_bytes_batched():
+    A = torch.stack([torch.eye(3, dtype=torch.float64)] * 2)  # b=2, 6 entries
+    expected = {"coo": 6 * (3 * 8 + 8), "csr": 2 * 4 * 8 + 6 * 16, "dense": 18 * 8}
+    assert storage_bytes(A.to_sparse()) == expected
+    assert storage_bytes(A.to_sparse_csr()) == expected
+
+
+def test_storage_bytes_agrees_with_the_real_arrays():
+    A = uniform_random(40, 50, nnz=123, seed=0, dtype=torch.float64)
+    csr = A.to_sparse_csr()
+    real_coo = sum(t.numel() * t.element_size() for t in (A.indices(), A.values()))
+    parts = (csr.crow_indices(), csr.col_indices(), csr.values())
+    real_csr = sum(t.numel() * t.element_size() for t in parts)
+    assert storage_bytes(A) == {"coo": real_coo, "csr": real_csr, "dense": 40 * 50 * 8}
+
+
+@pytest.mark.parametrize(
+    ("A", "kwargs", "error", "words"),
+    [
+        ([[1.0]], {}, InputTypeError, "A must be a torch.Tensor, got list"),
+        (torch.ones(3), {}, InputValueError, "2-D"),
+        (torch.eye(2), {"index_dtype": torch.int16}, InputTypeError, "index_dtype"),
+    ],
+)
+def test_storage_bytes_errors(A, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        storage_bytes(A, **kwargs)

@@ -44,12 +44,11 @@ import sparsegrad_lab.ops as ops
 from sparsegrad_lab import (
     BackwardStrategy,
     MemoryBudgetError,
-    SampledProduct,
-    SparseMatMul,
     sparse_mm,
     sparsity_pattern,
 )
 from sparsegrad_lab.errors import format_bytes
+from sparsegrad_lab.ops import SampledProduct, SparseMatMul
 from sparsegrad_lab.pattern import pattern_and_values
 from sparsegrad_lab.sddmm import sampled_product_workspace_bytes
 
@@ -784,6 +783,47 @@ def test_strategies_agree_on_random_problems(
         assert_same_pattern(A_s.grad, A0.grad)
         assert_close(A_s.grad, A0.grad.to_dense().to(ref_dtype))
         assert_close(B_s.grad, B0.grad.to(ref_dtype))
+
+
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+@pytest.mark.parametrize("batched", RANKS)
+def test_no_columns_in_B(layout: torch.layout, index_dtype: torch.dtype, batched: bool) -> None:
+    A, B, G = _fixed_problem(batched, p=0).build(
+        layout=layout, dtype=torch.float64, device="cpu", index_dtype=index_dtype
+    )
+    C, A, B = _run(A, B, G, "sddmm")
+    assert C.shape == G.shape and C.numel() == 0
+    assert A.grad is not None and B.grad is not None
+    assert torch.equal(A.grad.to_dense(), torch.zeros(A.shape, dtype=torch.float64))
+    assert B.grad.shape == B.shape
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS.get)
+def test_autocast_to_bfloat16_computes_in_the_inputs_dtype(layout: torch.layout) -> None:
+    """torch's CPU sparse kernels have no bfloat16 matmul (COO aborted inside MKL)."""
+    A, B, G = _fixed_problem(True).build(layout=layout, dtype=torch.float32, device="cpu")
+    A, B = A.requires_grad_(), B.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        C = sparse_mm(A, B)
+    C.backward(G)
+    ref = dense_reference(A, B, G)
+    assert C.dtype == torch.float32
+    assert_close(C, ref.C)
+    assert A.grad is not None and B.grad is not None
+    assert_close(A.grad, ref.grad_A)
+    assert_close(B.grad, ref.grad_B)
+
+
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_masked_gradcheck_with_default_flags(
+    layout: torch.layout, index_dtype: torch.dtype
+) -> None:
+    """An undefined upstream gradient gives ``None``, not a sparse zero, as torch.sparse.mm."""
+    A, B, _G = _fixed_problem(False).build(
+        layout=layout, dtype=torch.float64, device="cpu", index_dtype=index_dtype
+    )
+    A, B = A.requires_grad_(), B.requires_grad_()
+    assert torch.autograd.gradcheck(lambda A, B: sparse_mm(A, B), (A, B), masked=True)
 
 
 # ============================================================================================

@@ -1,8 +1,6 @@
-"""Tests of the sparsity pattern: ``pattern_and_values``, ``SparsityPattern`` and ``csr_tensor``."""
+"""Tests of the sparsity pattern: ``pattern_and_values``, ``SparsityPattern``, the transpose."""
 
 from __future__ import annotations
-
-import warnings
 
 import pytest
 import torch
@@ -11,32 +9,21 @@ from hypothesis import strategies as st
 from testing import (
     DEVICE_PARAMS,
     DTYPES,
+    LAYOUT_INDEX,
     LAYOUTS,
     Problem,
-    assert_close,
     make_generator,
     pattern_mask,
-    random_dense,
     random_sparse,
     uncoalesced_coo,
 )
 from testing import problems as problem_strategy
 from torch import Tensor
 
-from sparsegrad_lab import sparse_mm
-from sparsegrad_lab.csr_from_values import csr_tensor
-from sparsegrad_lab.memory import measure_peak_bytes
 from sparsegrad_lab.pattern import SparsityPattern, pattern_and_values
-from sparsegrad_lab.patterns import uniform_random
 
 # Tiny tensors: one intra-op thread (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
-
-LAYOUT_INDEX = [
-    pytest.param(torch.sparse_coo, torch.int64, id="coo"),
-    pytest.param(torch.sparse_csr, torch.int64, id="csr-int64"),
-    pytest.param(torch.sparse_csr, torch.int32, id="csr-int32"),
-]
 
 
 def _block_diagonal(A: Tensor) -> Tensor:
@@ -206,104 +193,8 @@ def test_transpose_of_an_empty_pattern() -> None:
     assert t.nnz == 0 and t.crow.tolist() == [0] * (2 * 4 + 1) and t.block_shape == (4, 3)
 
 
-# --------------------------------------------------------------------------------------------
-# csr_tensor
-# --------------------------------------------------------------------------------------------
-
-
-def test_csr_tensor_builds_without_warning_and_shares_indices() -> None:
-    crow = torch.tensor([0, 1, 1, 3])
-    col = torch.tensor([2, 0, 1])
-    values = torch.tensor([5.0, 6.0, 7.0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # torch's beta-state notice would fail here
-        A = csr_tensor(crow, col, values, (3, 3))
-    assert A.layout == torch.sparse_csr and A.shape == (3, 3)
-    expected = torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, 0.0], [6.0, 7.0, 0.0]])
-    assert torch.equal(A.to_dense(), expected)
-    # The indices are not copied.
-    assert A.crow_indices().data_ptr() == crow.data_ptr()
-    assert A.col_indices().data_ptr() == col.data_ptr()
-
-
-@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
-def test_csr_tensor_keeps_index_dtype(index_dtype: torch.dtype) -> None:
-    crow = torch.tensor([0, 2], dtype=index_dtype)
-    col = torch.tensor([0, 3], dtype=index_dtype)
-    A = csr_tensor(crow, col, torch.tensor([1.0, 2.0]), (1, 4))
-    assert A.crow_indices().dtype == A.col_indices().dtype == index_dtype
-    assert A.to_dense().tolist() == [[1.0, 0.0, 0.0, 2.0]]
-
-
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["coo", "csr"])
 def test_to_csr_round_trip(layout: torch.layout) -> None:
     A = random_sparse((2, 4, 5), layout=layout, generator=make_generator(3), density=0.5)
     pattern, values = pattern_and_values(A)
     assert torch.equal(pattern.to_csr(values).to_dense(), _block_diagonal(A))
-
-
-def _upstream(kind: str, shape: tuple[int, ...], A: Tensor, generator: torch.Generator) -> Tensor:
-    """An upstream gradient for A: dense, or sparse with A's or with other positions."""
-    dense = random_dense(shape, generator=generator)
-    if kind == "dense":
-        return dense
-    if kind == "same-positions":
-        return csr_tensor(A.crow_indices(), A.col_indices(), A.values() * 0 + 7.0, A.shape)
-    other = random_sparse(shape, layout=torch.sparse_coo, density=0.5, generator=generator)
-    return other if kind == "other-coo" else other.to_sparse_csr()
-
-
-@pytest.mark.parametrize("shape", [(5, 4), (3, 5, 4)], ids=["2d", "3d"])
-@pytest.mark.parametrize("kind", ["dense", "same-positions", "other-coo", "other-csr"])
-@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
-def test_csr_tensor_values_gradient_is_the_upstream_at_the_stored_positions(
-    kind: str, shape: tuple[int, ...], index_dtype: torch.dtype
-) -> None:
-    generator = make_generator(11)
-    A0 = random_sparse(
-        shape, layout=torch.sparse_csr, index_dtype=index_dtype, density=0.5, generator=generator
-    )
-    values = A0.values().clone().requires_grad_()
-    A = csr_tensor(A0.crow_indices(), A0.col_indices(), values, tuple(A0.shape))
-    if kind == "other-csr" and len(shape) == 3:
-        pytest.skip("torch cannot convert a batched COO tensor with unequal nnz per item to CSR")
-    G = _upstream(kind, shape, A0, generator)
-    (grad,) = torch.autograd.grad(A, values, G)
-    expected = G.to_dense()[pattern_mask(A0)]  # the stored positions, in CSR (row-major) order
-    assert grad.shape == values.shape
-    assert_close(grad.reshape(-1), expected)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
-def test_csr_tensor_is_differentiable_twice_through_sparse_mm(dtype: torch.dtype) -> None:
-    # complex128 too: torch.sparse_csr_tensor refuses complex values that require grad.
-    generator = make_generator(12)
-    A0 = random_sparse(
-        (4, 3), layout=torch.sparse_csr, dtype=dtype, density=0.6, generator=generator
-    )
-    values = A0.values().clone().requires_grad_()
-    B = random_dense((3, 2), dtype=dtype, generator=generator).requires_grad_()
-
-    def product(values: Tensor, B: Tensor) -> Tensor:
-        return sparse_mm(csr_tensor(A0.crow_indices(), A0.col_indices(), values, A0.shape), B)
-
-    assert torch.autograd.gradcheck(product, (values, B))
-    if not dtype.is_complex:  # torch 2.13: complex double backward through CSR needs strides
-        assert torch.autograd.gradgradcheck(product, (values, B))
-
-
-def test_csr_tensor_backward_memory_grows_with_nnz_not_with_n_times_m() -> None:
-    # torch's own constructor backward grows with n m here (lesson 03 section 9 shows it).
-    n, nnz = 20_000, 200_000
-    A0 = uniform_random(n, n, nnz=nnz, seed=1, layout="csr")
-    values = A0.values().clone().requires_grad_()
-    B = torch.randn(n, 8)
-
-    def step() -> None:
-        A = csr_tensor(A0.crow_indices(), A0.col_indices(), values, tuple(A0.shape))
-        sparse_mm(A, B).sum().backward()
-
-    step()
-    with torch.sparse.check_sparse_tensor_invariants(enable=False):
-        peak = measure_peak_bytes(step)
-    assert peak < 40 * nnz  # a few value/index vectors of length nnz, C and its gradient

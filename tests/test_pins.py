@@ -10,6 +10,7 @@ assert that it reports the file, the package and both versions.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
@@ -36,12 +37,19 @@ CONDA_TO_PYPI = {
     "pytorch-gpu": "torch",
     "matplotlib-base": "matplotlib",
     "nbconvert-core": "nbconvert",
+    "python-build": "build",
 }
 # Listed in env files, absent from the lock on purpose: the interpreter and pip itself
 # (`pip freeze` leaves pip out). Add a conda-only package here with a comment saying why.
 NOT_IN_LOCK = frozenset({"python", "pip"})
-# The only conda spelling of torch allowed: conda-forge's CPU-only build.
+# The conda spellings of torch allowed: conda-forge's CPU-only metapackage, or `pytorch` with
+# a CPU build string (`pytorch==2.13.0=cpu_generic*`: CPU, without MKL).
 CPU_TORCH_CONDA_NAME = "pytorch-cpu"
+CPU_TORCH_BUILD_PREFIX = "cpu"
+# What repo2docker's base environment provides as a set that fits together (its notebook 7.4
+# requires jupyterlab < 4.5): binder/environment.yml must not pin them, or the solver
+# replaces the base image's Jupyter with an untested combination.
+BINDER_BASE_PROVIDES = frozenset({"jupyterlab", "notebook", "jupyter-server"})
 PYTHON_MINOR = "3.11"
 
 
@@ -64,6 +72,7 @@ class Pin:
     name: str
     spec: SpecifierSet
     exact: Version | None
+    build: str | None = None
 
     @property
     def label(self) -> str:
@@ -149,13 +158,19 @@ def read_pyproject(path: Path, file: str = PYPROJECT) -> tuple[list[Pin], Specif
 
 def _conda_pin(text: str, file: str) -> Pin:
     # MatchSpec forms used in environment files: name, name==1.2, name=1.2 (means 1.2.*),
-    # name>=1,<2, channel::name==1.2. A build string (name==1.2=py311_0) is not supported.
+    # name>=1,<2, channel::name==1.2, and a build string after an exact version
+    # (name==1.2=cpu_generic*).
     match = re.fullmatch(
         r"(?:[\w.-]+::)?([A-Za-z0-9][A-Za-z0-9._-]*)\s*(==|=|>=|<=|>|<|!=)?(.*)", text
     )
     if match is None or bool(match[2]) != bool(match[3].strip()):
         raise PinFileError(f"{file} [conda]: cannot read the conda spec {text!r}")
     name, op, version = match[1], match[2], match[3].strip()
+    build = None
+    if op == "==" and version.count("=") == 1:
+        version, build = version.split("=")
+        if not re.fullmatch(r"[\w.*]+", build):
+            raise PinFileError(f"{file} [conda]: cannot read the build string of {text!r}")
     if op in ("=", "==") and re.search(r"[=\s,<>!]", version):
         raise PinFileError(f"{file} [conda]: cannot read the conda spec {text!r}")
     try:
@@ -168,7 +183,7 @@ def _conda_pin(text: str, file: str) -> Pin:
             spec = SpecifierSet(f"{op}{version}")
     except InvalidSpecifier:
         raise PinFileError(f"{file} [conda]: cannot read the conda spec {text!r}") from None
-    return Pin(file, "conda", name, normalize_name(name), spec, _exact(spec))
+    return Pin(file, "conda", name, normalize_name(name), spec, _exact(spec), build)
 
 
 def read_conda_env(path: Path, file: str) -> CondaEnv:
@@ -250,9 +265,22 @@ def _torch_cap_problems(pins: list[Pin], lock: dict[str, str]) -> list[str]:
     return problems
 
 
-def _env_problems(env: CondaEnv, must_install: set[str], editable_allowed: bool) -> list[str]:
-    """Conda-forge only, exact pins, CPU torch from conda, and every needed package present."""
-    problems = []
+def _env_problems(
+    env: CondaEnv,
+    must_install: set[str],
+    editable_allowed: bool,
+    must_not_pin: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Conda-forge only, exact pins, CPU torch from conda, and every needed package present.
+
+    ``must_not_pin``: packages the environment must leave to its base image.
+    """
+    problems = [
+        f"{pin.label}: do not list it here; the base image provides it (notebook, jupyterlab "
+        "and jupyter_server come as a set that fits together)"
+        for pin in env.conda + env.pip
+        if pin.name in must_not_pin
+    ]
     if [c for c in env.channels if c != "nodefaults"] != ["conda-forge"]:
         problems.append(f"{env.file}: channels are {env.channels}, expected conda-forge only")
     if env.python != f"python={PYTHON_MINOR}":
@@ -262,10 +290,14 @@ def _env_problems(env: CondaEnv, must_install: set[str], editable_allowed: bool)
             prefix = pin.section == "conda" and str(pin.spec).endswith(".*")
             hint = " (conda's '=' is a prefix match: use '==')" if prefix else ""
             problems.append(f"{pin.label}{pin.spec} is not an exact pin{hint}")
-        if pin.name == "torch" and pin.raw_name != CPU_TORCH_CONDA_NAME:
+        cpu_build = (pin.build or "").startswith(CPU_TORCH_BUILD_PREFIX)
+        if pin.name == "torch" and not (
+            pin.raw_name == CPU_TORCH_CONDA_NAME or (pin.raw_name == "pytorch" and cpu_build)
+        ):
             problems.append(
-                f"{pin.label}: torch must come from conda-forge as {CPU_TORCH_CONDA_NAME} "
-                "(another name or pip may install a CUDA build)"
+                f"{pin.label}: torch must come from conda-forge as {CPU_TORCH_CONDA_NAME} or "
+                f"as pytorch with a {CPU_TORCH_BUILD_PREFIX}* build string (another name, "
+                "another build or pip may install a CUDA build)"
             )
     listed = {pin.name for pin in env.conda + env.pip}
     for name in sorted(must_install - listed):
@@ -297,7 +329,12 @@ def find_pin_problems(root: Path) -> list[str]:
     # environment.yml installs everything; Binder only what the lessons import.
     problems += _env_problems(env, {p.name for p in pyproject}, editable_allowed=True)
     lesson_needs = {p.name for p in pyproject if p.section in ("dependencies", "extra lab")}
-    problems += _env_problems(binder, lesson_needs, editable_allowed=False)
+    problems += _env_problems(
+        binder,
+        lesson_needs - BINDER_BASE_PROVIDES,
+        editable_allowed=False,
+        must_not_pin=BINDER_BASE_PROVIDES,
+    )
     return problems
 
 
@@ -322,6 +359,16 @@ def test_binder_post_build_installs_the_package_without_deps() -> None:
     install = "python -m pip install --no-deps -e ."
     assert install in lines, f"binder/postBuild does not run {install!r}"
     assert lines.index("set -e") < lines.index(install), "set -e must come before the install"
+
+
+def test_binder_turns_jupyterlab_news_and_update_checks_off() -> None:
+    # postBuild copies binder/overrides.json to where JupyterLab reads its default settings.
+    post_build = (ROOT / "binder" / "postBuild").read_text()
+    target = "${NB_PYTHON_PREFIX}/share/jupyter/lab/settings/overrides.json"
+    assert f'cp binder/overrides.json "{target}"' in post_build
+    overrides = json.loads((ROOT / "binder" / "overrides.json").read_text())
+    notification = overrides["@jupyterlab/apputils-extension:notification"]
+    assert notification == {"checkForUpdates": False, "fetchNews": "false"}
 
 
 def _runs_make_test(script: str) -> bool:
@@ -431,7 +478,21 @@ def test_copy_is_clean(tree: Path) -> None:
         # loose pins, CUDA torch, foreign channels, wrong python
         (ENV_FILE, "numpy==2.4.6", "numpy>=2.4", [ENV_FILE, "numpy", "not an exact pin"]),
         (ENV_FILE, "numpy==2.4.6", "numpy=2.4.6", [ENV_FILE, "numpy", "prefix match"]),
-        (BINDER_ENV_FILE, "pytorch-cpu==", "pytorch==", [BINDER_ENV_FILE, "pytorch-cpu"]),
+        (BINDER_ENV_FILE, "=cpu_generic*", "", [BINDER_ENV_FILE, "pytorch", "cpu* build"]),
+        (
+            BINDER_ENV_FILE,
+            "=cpu_generic*",
+            "=cuda126_generic*",
+            [BINDER_ENV_FILE, "pytorch", "cpu* build"],
+        ),
+        (ENV_FILE, "pytorch-cpu==", "pytorch==", [ENV_FILE, "pytorch-cpu"]),
+        # the base image's Jupyter pinned in Binder's file
+        (
+            BINDER_ENV_FILE,
+            "  - ipywidgets==8.1.9\n",
+            "  - ipywidgets==8.1.9\n  - jupyterlab==4.6.6\n",
+            [BINDER_ENV_FILE, "jupyterlab", "base image provides"],
+        ),
         (
             ENV_FILE,
             "      - playwright==1.65.2\n",

@@ -17,11 +17,13 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from sparsegrad_lab.errors import InputTypeError, InputValueError
-from sparsegrad_lab.patterns import banded, storage_bytes, uniform_random
+from sparsegrad_lab.example_matrices import banded, uniform_random
+from sparsegrad_lab.memory_model import storage_bytes
 from sparsegrad_lab.plots import (
-    draw_block_diagonal,
+    draw_batched_product,
     draw_storage,
     plot_gradient_entry,
+    plot_memory_bars,
     plot_memory_curves,
     plot_timings,
     spy,
@@ -50,9 +52,10 @@ def own_axes():
 def drawn(fig_or_ax):
     """The Axes a function drew into, closing its figure if it made one."""
     if isinstance(fig_or_ax, Figure):
-        assert len(fig_or_ax.axes) == 1
+        main = [ax for ax in fig_or_ax.axes if ax.get_label() != "<colorbar>"]
+        assert len(main) == 1
         plt.close(fig_or_ax)
-        return fig_or_ax.axes[0]
+        return main[0]
     return fig_or_ax
 
 
@@ -163,7 +166,7 @@ def test_drawing_is_silent_without_torch_invariant_checks(make):
     A = make()
     with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
         warnings.simplefilter("error")
-        for fig in (spy(A), draw_storage(A), draw_block_diagonal([A, A])):
+        for fig in (spy(A), draw_storage(A), draw_batched_product([A, A])):
             plt.close(fig)
 
 
@@ -231,14 +234,14 @@ def test_draw_storage_refuses_what_would_not_be_readable(A):
         draw_storage(A)
 
 
-# --------------------------------------------------------------------------- draw_block_diagonal
+# --------------------------------------------------------------------------- draw_batched_product
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
-def test_draw_block_diagonal_colours_each_item(as_tensor):
+def test_draw_batched_product_colours_each_item(as_tensor):
     items = [torch.eye(3), torch.ones(3, 3), torch.tensor([[0, 0, 1.0], [0, 0, 0], [0, 0, 0]])]
     As = torch.stack(items).to_sparse() if as_tensor else items
-    ax = drawn(draw_block_diagonal(As))
+    ax = drawn(draw_batched_product(As))
     assert len(ax.lines) == 3  # one marker set per item
     for t, (line, item) in enumerate(zip(ax.lines, items, strict=True)):
         rows, cols = item.nonzero().T.tolist()
@@ -253,16 +256,16 @@ def test_draw_block_diagonal_colours_each_item(as_tensor):
     assert ax.get_ylabel() == "row i"
 
 
-def test_draw_block_diagonal_keeps_explicit_zeros_and_mixed_layouts():
+def test_draw_batched_product_keeps_explicit_zeros_and_mixed_layouts():
     stored_zero = torch.sparse_coo_tensor(
         torch.tensor([[0, 1], [1, 0]]), torch.tensor([0.0, 5.0]), (2, 2)
     )
-    ax = drawn(draw_block_diagonal([stored_zero, to_csr(torch.eye(2)), torch.ones(2, 2)]))
+    ax = drawn(draw_batched_product([stored_zero, to_csr(torch.eye(2)), torch.ones(2, 2)]))
     assert [len(line.get_xdata()) for line in ax.lines] == [2, 2, 4]
 
 
-def test_draw_block_diagonal_into_a_given_axes(own_axes):
-    assert draw_block_diagonal([torch.eye(2)] * 2, ax=own_axes) is own_axes
+def test_draw_batched_product_into_a_given_axes(own_axes):
+    assert draw_batched_product([torch.eye(2)] * 2, ax=own_axes) is own_axes
 
 
 @pytest.mark.parametrize(
@@ -274,9 +277,9 @@ def test_draw_block_diagonal_into_a_given_axes(own_axes):
         (torch.eye(3), InputValueError, r"must be 3-D \(b, n, m\)"),
     ],
 )
-def test_draw_block_diagonal_errors(As, error, words):
+def test_draw_batched_product_errors(As, error, words):
     with pytest.raises(error, match=words):
-        draw_block_diagonal(As)
+        draw_batched_product(As)
 
 
 # --------------------------------------------------------------------------- curves
@@ -405,6 +408,14 @@ def test_gradient_entry_complex_uses_the_conjugate():
     assert "conj(B[0, :])" in ax.get_title()
 
 
+def test_gradient_entry_has_a_labelled_colour_bar():
+    fig = plot_gradient_entry(torch.ones(3, 2), torch.arange(8.0).reshape(4, 2), 0, 3)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    plt.close(fig)
+    assert len(bars) == 1
+    assert bars[0].get_ylabel() == "entry value"
+
+
 def test_gradient_entry_into_a_given_axes(own_axes):
     assert plot_gradient_entry(torch.ones(2, 2), torch.ones(3, 2), 1, 2, ax=own_axes) is own_axes
 
@@ -423,3 +434,28 @@ def test_gradient_entry_into_a_given_axes(own_axes):
 def test_gradient_entry_errors(G, B, i, j, error, words):
     with pytest.raises(error, match=re.compile(words)):
         plot_gradient_entry(G, B, i, j)
+
+
+# --------------------------------------------------------------------------- memory bars
+
+
+def test_memory_bars_pair_model_and_measurement_per_strategy(own_axes):
+    predicted = {"sddmm": 3 * 2**20, "gather": 9 * 2**20}
+    measured = {"sddmm": 2 * 2**20, "gather": None}  # gather refused: no bar
+    assert plot_memory_bars(predicted, measured, title="case", ax=own_axes) is own_axes
+    heights = [bar.get_height() for bar in own_axes.patches]
+    assert heights == [3.0, 9.0, 2.0, 0.0]
+    assert [t.get_text() for t in own_axes.get_xticklabels()] == ["sddmm", "gather"]
+    assert own_axes.get_title() == "case" and own_axes.get_yscale() == "log"
+
+
+@pytest.mark.parametrize(
+    ("predicted", "measured", "error", "words"),
+    [
+        ({}, {}, InputTypeError, "predicted must be a non-empty dict"),
+        ({"sddmm": 1}, {"dense": 1}, InputValueError, "measured names"),
+    ],
+)
+def test_memory_bars_errors(predicted, measured, error, words):
+    with pytest.raises(error, match=words):
+        plot_memory_bars(predicted, measured)

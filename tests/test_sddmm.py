@@ -24,7 +24,8 @@ from testing import problems as problem_strategy
 from torch import Tensor
 
 import sparsegrad_lab.sddmm as sddmm
-from sparsegrad_lab import BackwardStrategy, SparseMatMul, sparse_mm
+from sparsegrad_lab import BackwardStrategy, sparse_mm
+from sparsegrad_lab.ops import SparseMatMul
 from sparsegrad_lab.pattern import SparsityPattern, pattern_and_values
 from sparsegrad_lab.sddmm import sampled_product, sampled_product_workspace_bytes
 
@@ -137,13 +138,13 @@ def test_int32_indices(index_dtype: torch.dtype, strategy: BackwardStrategy) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def _force_chunks(monkeypatch: pytest.MonkeyPatch, p: int, elem: int, chunk: int) -> list[int]:
-    """Route "sddmm" through the chunked gather with ``chunk`` entries per chunk.
+def _count_chunks(monkeypatch: pytest.MonkeyPatch, chunk_bytes: int) -> list[int]:
+    """Route "sddmm" through the chunked gather with ``CHUNK_BYTES = chunk_bytes``.
 
     Returns a list that records the size of every chunk the gather processes.
     """
     monkeypatch.setattr(sddmm, "_SAMPLED_ADDMM_DTYPES", ())
-    monkeypatch.setattr(sddmm, "CHUNK_BYTES", 3 * p * elem * chunk)
+    monkeypatch.setattr(sddmm, "CHUNK_BYTES", chunk_bytes)
     sizes: list[int] = []
     gather = sddmm._gather_rows
 
@@ -153,6 +154,11 @@ def _force_chunks(monkeypatch: pytest.MonkeyPatch, p: int, elem: int, chunk: int
 
     monkeypatch.setattr(sddmm, "_gather_rows", counting)
     return sizes
+
+
+def _force_chunks(monkeypatch: pytest.MonkeyPatch, p: int, elem: int, chunk: int) -> list[int]:
+    """:func:`_count_chunks` with exactly ``chunk`` entries of ``p`` columns per chunk."""
+    return _count_chunks(monkeypatch, 3 * p * elem * chunk)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -199,16 +205,7 @@ def test_chunk_size_bounds_the_working_set(monkeypatch: pytest.MonkeyPatch) -> N
     """With the real CHUNK_BYTES, a chunk's three (chunk, p) blocks fit in CHUNK_BYTES."""
     problem = Problem(batch=None, n=40, m=40, p=5, density=0.9, seed=7)
     pattern, G, B = _operands(problem, torch.sparse_coo, torch.float64, "cpu")
-    monkeypatch.setattr(sddmm, "_SAMPLED_ADDMM_DTYPES", ())
-    monkeypatch.setattr(sddmm, "CHUNK_BYTES", 3 * 5 * 8 * 100 + 7)  # 100 entries per chunk
-    sizes: list[int] = []
-    gather = sddmm._gather_rows
-
-    def counting(pattern: SparsityPattern, G: Tensor, B: Tensor, start: int, stop: int) -> Tensor:
-        sizes.append(stop - start)
-        return gather(pattern, G, B, start, stop)
-
-    monkeypatch.setattr(sddmm, "_gather_rows", counting)
+    sizes = _count_chunks(monkeypatch, 3 * 5 * 8 * 100 + 7)  # 100 entries per chunk
     out = sampled_product(pattern, G, B, "sddmm")
     assert max(sizes) == 100 and sum(sizes) == pattern.nnz
     assert all(3 * size * 5 * 8 <= sddmm.CHUNK_BYTES for size in sizes)

@@ -14,10 +14,11 @@ import torch
 from testing import CUDA_DEVICE_PARAMS
 
 from sparsegrad_lab import MemoryBudgetError
-from sparsegrad_lab import memory as mem
 from sparsegrad_lab import memory_model as model
 from sparsegrad_lab import sweep as sweep_module
 from sparsegrad_lab.errors import InputValueError
+from sparsegrad_lab.implementations import Case, make_inputs
+from sparsegrad_lab.memory_guard import check_fits
 from sparsegrad_lab.sweep import SweepResult, sweep
 
 #: The model's promised agreement with the in-process measurement (``predict_peak_bytes``).
@@ -37,22 +38,18 @@ def ordinary_runs() -> Iterator[None]:
         yield
 
 
-def _sizes(case: dict[str, Any]) -> dict[str, Any]:
-    return {k: case[k] for k in ("n", "m", "nnz", "p", "layout", "dtype")}
-
-
 @pytest.mark.usefixtures("ordinary_runs")
 def test_measured_sweep_agrees_with_the_model() -> None:
     r = sweep("p", [8, 32], base=BASE, repeats=1, progress=False)
     assert r.impls == ("sddmm", "gather", "dense")
-    assert [c["p"] for c in r.cases] == [8, 32]
+    assert [c.p for c in r.cases] == [8, 32]
     for impl in r.impls:
         assert r.refused[impl] == [False, False]
         assert r.messages[impl] == ["", ""]
         for case, predicted, measured, seconds in zip(
             r.cases, r.predicted[impl], r.measured[impl], r.time_s[impl], strict=True
         ):
-            assert predicted == model.predict_peak_bytes(impl, **_sizes(case))
+            assert predicted == model.predict_peak_bytes(impl, case)
             assert measured is not None and seconds is not None and seconds > 0
             assert abs(measured - predicted) <= MODEL_RTOL * measured, (
                 f"{impl} at {case}: measured {measured} B, model {predicted} B"
@@ -70,11 +67,11 @@ def test_point_above_the_budget_is_refused_and_never_built(
 ) -> None:
     built: list[tuple[str, int]] = []
 
-    def recording(spec: mem.CaseSpec) -> Any:
-        built.append((spec["impl"], spec["n"]))
-        return mem.make_case_inputs(spec)
+    def recording(case: Case) -> Any:
+        built.append(case.n)
+        return make_inputs(case)
 
-    monkeypatch.setattr(sweep_module, "make_case_inputs", recording)
+    monkeypatch.setattr(sweep_module, "make_inputs", recording)
     small, big = 300, 3000
     sizes = {"m": 300, "nnz": 3000, "p": 8}
     dense_big = model.predict_peak_bytes("dense", n=big, **sizes)
@@ -92,15 +89,15 @@ def test_point_above_the_budget_is_refused_and_never_built(
     assert r.refused == {"sddmm": [False, False], "dense": [False, True]}
     assert r.measured["dense"][1] is None and r.time_s["dense"][1] is None
     assert r.measured["dense"][0] is not None and r.measured["sddmm"][1] is not None
-    assert built == [("sddmm", small), ("dense", small), ("sddmm", big)]
-    what = model.describe_case("dense", n=big, **sizes)
+    assert built == [small, small, big]  # sddmm and dense at n = 300, sddmm at n = 3000
+    what = Case(n=big, **sizes).describe("dense")
     [message] = r.refusals()
     assert message == r.messages["dense"][1]
     assert message.startswith(f"{what} would need ")
     assert "refused before running" in message
     # The message is the guard's own: check_fits raises the same text.
     with pytest.raises(MemoryBudgetError) as refusal:
-        mem.check_fits(dense_big, budget=budget, what=what)
+        check_fits(dense_big, budget=budget, what=what)
     assert str(refusal.value) == message
     curves = r.memory_curves()
     assert curves["series"]["dense"][1] is None  # a gap in the plot
@@ -124,7 +121,7 @@ def test_cases_follow_the_base_and_the_swept_parameter() -> None:
     def cases(parameter: str, values: list[Any], **base: Any) -> list[tuple[int, ...]]:
         r = sweep(parameter, values, base=base, measure=False, progress=False)
         assert r.measured == {k: [None] * len(values) for k in r.impls}
-        return [(c["n"], c["m"], c["nnz"], c["p"]) for c in r.cases]
+        return [(c.n, c.m, c.nnz, c.p) for c in r.cases]
 
     # m follows n unless fixed; the default sparsity is 10 entries per row, p = 32.
     assert cases("n", [100, 200]) == [(100, 100, 1000, 32), (200, 200, 2000, 32)]
@@ -147,9 +144,7 @@ def test_model_only_sweep_matches_predict_peak_bytes_and_feeds_the_plots() -> No
     r = sweep("density", [1e-3, 1e-2], base={"n": 1000, "p": 16}, measure=False, progress=False)
     assert isinstance(r, SweepResult) and r.parameter == "density"
     for impl in r.impls:
-        assert r.predicted[impl] == [
-            model.predict_peak_bytes(impl, **_sizes(case)) for case in r.cases
-        ]
+        assert r.predicted[impl] == [model.predict_peak_bytes(impl, case) for case in r.cases]
     kw = r.memory_curves(unit="KiB")
     assert kw["model"]["gather"] == [b / 1024 for b in r.predicted["gather"]]
     assert kw["ylabel"] == "peak extra memory (KiB)" and kw["xlabel"].startswith("density")
@@ -171,7 +166,7 @@ def test_model_only_sweep_matches_predict_peak_bytes_and_feeds_the_plots() -> No
         (("n", []), {}, "values must be a non-empty sequence"),
         (("n", [10]), {"base": {"rows": 3}}, r"base: unknown keys \['rows'\]"),
         (("n", [10]), {"base": {"nnz": 3, "density": 0.1}}, "give at most one of"),
-        (("n", [10]), {"impls": ["magic"]}, "impls: unknown 'magic'"),
+        (("n", [10]), {"impls": ["magic"]}, "impl must be one of .* got 'magic'"),
         (("n", [10]), {"impls": ["torch_coo"]}, "torch_coo runs torch.sparse.mm on a COO A"),
         (("nnz", [500]), {"base": {"n": 10}}, "nnz=500 does not fit in an 10 x 10 matrix"),
         (("density", [1.5]), {}, r"values \(density\) must be a number in \(0, 1\], got 1.5"),
@@ -206,8 +201,7 @@ def test_sweep_on_cuda_measures_the_allocator(device: torch.device) -> None:
     for impl in r.impls:
         measured = r.measured[impl][0]
         assert measured is not None and measured > 0
-        assert r.predicted[impl][0] == model.predict_peak_bytes(
-            impl, **_sizes(r.cases[0]), device=device
-        )
+        assert r.predicted[impl][0] == model.predict_peak_bytes(impl, r.cases[0])
+        assert r.cases[0].device == str(device)
     # The dense strategy's n x m product is allocated on the GPU, whatever else is.
     assert (r.measured["dense"][0] or 0) >= 2000 * 2000 * 4

@@ -71,7 +71,7 @@ def test_pattern_explorer_controls_change_the_pattern():
 
 
 def test_pattern_report_refuses_over_budget():
-    report = widgets.pattern_report("uniform", 1000, 0.5, max_bytes=1000)
+    report = widgets.pattern_report("uniform", 1000, 0.5, budget=1000)
     assert report.figure is None and report.text.startswith("refused")
 
 
@@ -80,6 +80,8 @@ def test_memory_report_orders_strategies_and_measures_them():
     assert set(report.measured) == {"sddmm", "gather", "dense"}
     assert all(v is not None and v > 0 for v in report.measured.values())
     assert report.measured["dense"] > report.measured["sddmm"]
+    bars = [bar.get_height() * 2**20 for bar in report.figure.axes[0].patches]
+    assert bars == pytest.approx([*report.predicted.values(), *report.measured.values()])
 
 
 def test_memory_report_guard_refuses_instead_of_running():

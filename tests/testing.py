@@ -37,6 +37,7 @@ __all__ = [
     "DTYPES",
     "HALF_DTYPES",
     "LAYOUTS",
+    "LAYOUT_INDEX",
     "STRATEGIES",
     "TOLERANCES",
     "Problem",

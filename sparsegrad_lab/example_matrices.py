@@ -1,4 +1,4 @@
-"""Seeded sparse matrices for the lessons: synthetic patterns and two small real graphs.
+"""Seeded test matrices for the lessons: synthetic sparse matrices and two small real graphs.
 
 Every generator returns a coalesced COO tensor (rows ascending, columns ascending within a
 row, no duplicates) or the CSR tensor with the same entries, chosen by ``layout``. Random
@@ -7,22 +7,22 @@ call gives the same matrix on every run. Positions are drawn in O(nnz) memory: n
 generator ever allocates the ``n x m`` matrix, so ``uniform_random(10**6, 10**6,
 nnz=10**7)`` (191 MiB as COO) peaks at about 640 MiB above the process's baseline, in 5 s.
 
-A memory guard predicts the bytes of the result before building it,
+Before building, each generator predicts its peak and asks the memory guard
+(:func:`sparsegrad_lab.memory_guard.check_fits`) whether it fits: the result takes
 
 .. math::
 
     \\text{COO: } \\mathrm{nnz}\\,(2 \\cdot 8 + s), \\qquad
     \\text{CSR: } (n + 1) \\cdot 8 + \\mathrm{nnz}\\,(8 + s)
 
-(int64 indices, ``s`` bytes per value), and raises :class:`MemoryBudgetError` above
-``max_bytes`` instead of letting a widget or a sweep exhaust the kernel's memory. Drawing
-the positions briefly needs about twice as much again, so leave that headroom in
-``max_bytes``.
+(int64 indices, ``s`` bytes per value), and drawing the positions needs a few times that
+(:data:`_GENERATION_PEAK_FACTOR`). By default the limit is what the process can still
+get; the lessons' widgets pass ``budget=`` :data:`~sparsegrad_lab.memory_guard.LAB_BUDGET_BYTES`.
 
 >>> A = uniform_random(4, 6, nnz=5, seed=1)
 >>> A.shape, A._nnz(), A.is_coalesced()
 (torch.Size([4, 6]), 5, True)
->>> sorted(PATTERNS)
+>>> sorted(MATRIX_KINDS)
 ['banded', 'block_diagonal', 'grid_laplacian', 'karate_club', 'les_miserables', \
 'power_law', 'uniform']
 """
@@ -38,31 +38,26 @@ from torch import Tensor
 
 from ._checks import parse_layout
 from .csr_from_values import csr_tensor
-from .errors import InputTypeError, InputValueError, MemoryBudgetError, format_bytes
+from .errors import InputTypeError, InputValueError, format_bytes
+from .memory_guard import check_fits
 
 if TYPE_CHECKING:
     import networkx
 
 __all__ = [
-    "DEFAULT_MAX_BYTES",
-    "PATTERNS",
+    "MATRIX_KINDS",
     "LayoutLike",
-    "PatternMaker",
+    "MatrixMaker",
     "ValueKind",
     "banded",
-    "block_diagonal",
     "grid_laplacian",
     "karate_club",
     "les_miserables",
-    "make_pattern",
+    "make_matrix",
     "power_law_graph",
-    "storage_bytes",
+    "random_block_diagonal",
     "uniform_random",
 ]
-
-#: Default refusal threshold of the generators' memory guard, on the predicted *peak* while
-#: generating: Binder gives 2 GiB in all, and torch plus a kernel take a few hundred MiB.
-DEFAULT_MAX_BYTES = 2**30
 
 # Generating peaks at a few times the result's own storage (candidate positions drawn with
 # replacement, their sort for de-duplication, the values): measured 3.4x for uniform_random
@@ -114,7 +109,7 @@ def _check_values(func: str, values: Any) -> ValueKind:
 
 
 def _predicted_bytes(nnz: int, n_rows: int, layout: torch.layout, dtype: torch.dtype) -> int:
-    value_bytes = torch.empty(0, dtype=dtype).element_size()
+    value_bytes = dtype.itemsize
     if layout == torch.sparse_coo:
         return nnz * (2 * _INDEX_BYTES + value_bytes)
     return (n_rows + 1) * _INDEX_BYTES + nnz * (_INDEX_BYTES + value_bytes)
@@ -126,20 +121,21 @@ def _guard(
     shape: tuple[int, int],
     layout: torch.layout,
     dtype: torch.dtype,
-    max_bytes: Any,
+    budget: Any,
 ) -> None:
-    budget = _check_int(func, "max_bytes", max_bytes, 0)
+    """Refuse (:class:`MemoryBudgetError`) before generating a matrix that would not fit."""
+    if budget is not None:
+        _check_int(func, "budget", budget, 0)
     stored = _predicted_bytes(nnz, shape[0], layout, dtype)
-    needed = _GENERATION_PEAK_FACTOR * stored
-    if needed > budget:
-        raise MemoryBudgetError(
+    check_fits(
+        _GENERATION_PEAK_FACTOR * stored,
+        what=(
             f"{func}: a {shape[0]} x {shape[1]} {layout} matrix with {nnz} stored {dtype} "
-            f"entries takes {format_bytes(stored)} and about {format_bytes(needed)} at peak "
-            f"while generated, above max_bytes={format_bytes(budget)}; ask for fewer entries "
-            "or raise max_bytes",
-            needed_bytes=needed,
-            budget_bytes=budget,
-        )
+            f"entries ({format_bytes(stored)}, more while generated)"
+        ),
+        budget=budget,
+        advice="ask for fewer entries",
+    )
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -147,6 +143,14 @@ def _guard(
 
 def _generator(func: str, seed: Any) -> torch.Generator:
     return torch.Generator().manual_seed(_check_int(func, "seed", seed, 0))
+
+
+def _random_options(
+    func: str, layout: Any, dtype: Any, values: Any, seed: Any
+) -> tuple[torch.layout, torch.dtype, ValueKind, torch.Generator]:
+    """The checked options every random generator takes, in the order they are checked."""
+    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
+    return layout_, dtype_, _check_values(func, values), _generator(func, seed)
 
 
 def _random_values(k: int, dtype: torch.dtype, gen: torch.Generator, kind: ValueKind) -> Tensor:
@@ -223,7 +227,7 @@ def uniform_random(
     layout: LayoutLike = torch.sparse_coo,
     values: ValueKind = "normal",
     device: torch.device | str = "cpu",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    budget: int | None = None,
 ) -> Tensor:
     """An ``n x m`` matrix whose stored positions are a uniformly random set.
 
@@ -248,8 +252,10 @@ def uniform_random(
         Standard normal values, or all ones (a pure pattern).
     device : torch.device or str, default "cpu"
         Where the result goes (it is drawn on the CPU, so a seed means the same everywhere).
-    max_bytes : int, default 2 GiB
-        Refuse with :class:`MemoryBudgetError` if the result would be larger.
+    budget : int, optional
+        A cap on the predicted peak while generating, besides what is available (see
+        :func:`~sparsegrad_lab.memory_guard.check_fits`); beyond it,
+        :class:`~sparsegrad_lab.errors.MemoryBudgetError` is raised before allocating.
 
     Returns
     -------
@@ -279,10 +285,8 @@ def uniform_random(
             raise InputValueError(
                 f"{func}: nnz must be at most n * m = {total} for a {n} x {m} matrix, got {k}"
             )
-    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
-    kind = _check_values(func, values)
-    gen = _generator(func, seed)
-    _guard(func, k, (n, m), layout_, dtype_, max_bytes)
+    layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
+    _guard(func, k, (n, m), layout_, dtype_, budget)
     indices = _split_flat(_sample_distinct(total, k, gen), m)
     return _assemble(indices, _random_values(k, dtype_, gen, kind), (n, m), layout_, device)
 
@@ -296,7 +300,7 @@ def banded(
     layout: LayoutLike = torch.sparse_coo,
     values: ValueKind = "normal",
     device: torch.device | str = "cpu",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    budget: int | None = None,
 ) -> Tensor:
     """An ``n x n`` band matrix: every position with :math:`|i - j| \\le w` is stored.
 
@@ -313,11 +317,9 @@ def banded(
     func = "banded"
     n = _check_int(func, "n", n, 1)
     w = min(_check_int(func, "bandwidth", bandwidth, 0), n - 1)
-    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
-    kind = _check_values(func, values)
-    gen = _generator(func, seed)
+    layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     nnz = n * (2 * w + 1) - w * (w + 1)
-    _guard(func, nnz, (n, n), layout_, dtype_, max_bytes)
+    _guard(func, nnz, (n, n), layout_, dtype_, budget)
     # Offsets ascending within each row keep the entries in CSR order.
     offsets = torch.arange(-w, w + 1)
     row = torch.arange(n).repeat_interleave(2 * w + 1)
@@ -327,7 +329,7 @@ def banded(
     return _assemble(indices, _random_values(nnz, dtype_, gen, kind), (n, n), layout_, device)
 
 
-def block_diagonal(
+def random_block_diagonal(
     n: int,
     *,
     block_size: int,
@@ -337,7 +339,7 @@ def block_diagonal(
     layout: LayoutLike = torch.sparse_coo,
     values: ValueKind = "normal",
     device: torch.device | str = "cpu",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    budget: int | None = None,
 ) -> Tensor:
     """An ``n x n`` matrix whose entries all sit in square blocks on the diagonal.
 
@@ -348,21 +350,22 @@ def block_diagonal(
 
     Examples
     --------
-    >>> A = block_diagonal(6, block_size=4, density=1.0)
+    Not to be confused with :func:`~sparsegrad_lab.sparse_block_diag`, which places given
+    matrices on the diagonal.
+
+    >>> A = random_block_diagonal(6, block_size=4, density=1.0)
     >>> A._nnz(), A.to_dense()[4:, 4:].count_nonzero().item()
     (20, 4)
     """
-    func = "block_diagonal"
+    func = "random_block_diagonal"
     n = _check_int(func, "n", n, 1)
     size = min(_check_int(func, "block_size", block_size, 1), n)
     fraction = _check_real(func, "density", density, 0.0, 1.0)
-    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
-    kind = _check_values(func, values)
-    gen = _generator(func, seed)
+    layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     q, r = divmod(n, size)
     full = q * size * size  # positions inside the q full blocks
     k = round(fraction * (full + r * r))
-    _guard(func, k, (n, n), layout_, dtype_, max_bytes)
+    _guard(func, k, (n, n), layout_, dtype_, budget)
     flat = _sample_distinct(full + r * r, k, gen)
     # Block-major, then row-major inside a block: since blocks own disjoint, increasing row
     # ranges, sorted flat indices are already in CSR order.
@@ -385,7 +388,7 @@ def power_law_graph(
     layout: LayoutLike = torch.sparse_coo,
     values: ValueKind = "normal",
     device: torch.device | str = "cpu",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    budget: int | None = None,
 ) -> Tensor:
     """Symmetric adjacency of a Chung-Lu graph with a power-law degree distribution.
 
@@ -428,11 +431,9 @@ def power_law_graph(
     gamma = _check_real(func, "exponent", exponent, -math.inf, math.inf)
     if not 1.0 < gamma < math.inf:
         raise InputValueError(f"{func}: exponent must be > 1 (and finite), got {exponent}")
-    layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
-    kind = _check_values(func, values)
-    gen = _generator(func, seed)
+    layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     edges = round(n * degree / 2)
-    _guard(func, 2 * edges, (n, n), layout_, dtype_, max_bytes)
+    _guard(func, 2 * edges, (n, n), layout_, dtype_, budget)
 
     if edges == n * (n - 1) // 2:
         # The complete graph: every pair, which the skewed sampler would find only slowly.
@@ -498,7 +499,7 @@ def grid_laplacian(
     dtype: torch.dtype = torch.float32,
     layout: LayoutLike = torch.sparse_coo,
     device: torch.device | str = "cpu",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    budget: int | None = None,
 ) -> Tensor:
     """The 5-point Laplacian of a ``rows x cols`` grid (Dirichlet boundary).
 
@@ -526,7 +527,7 @@ def grid_laplacian(
     layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
     size = rows * cols
     nnz = 5 * size - 2 * rows - 2 * cols
-    _guard(func, nnz, (size, size), layout_, dtype_, max_bytes)
+    _guard(func, nnz, (size, size), layout_, dtype_, budget)
     node = torch.arange(size)
     r, c = node // cols, node % cols
     # Neighbours in increasing column order (up, left, self, right, down): CSR order.
@@ -569,7 +570,7 @@ def _networkx() -> Any:
         import networkx
     except ModuleNotFoundError as error:  # the optional "lab" extra
         raise ModuleNotFoundError(
-            "the real-graph patterns need networkx: pip install 'sparsegrad-lab[lab]'"
+            "the real graphs need networkx: pip install 'sparsegrad-lab[lab]'"
         ) from error
     return networkx
 
@@ -621,10 +622,10 @@ def les_miserables(
 # --------------------------------------------------------------------------- registry
 
 
-class PatternMaker(Protocol):
-    """The common signature of the :data:`PATTERNS` entries.
+class MatrixMaker(Protocol):
+    """The common signature of the :data:`MATRIX_KINDS` entries.
 
-    ``options`` are ``layout``, ``dtype`` and ``max_bytes``, passed on to the generator.
+    ``options`` are ``layout``, ``dtype`` and ``budget``, passed on to the generator.
     """
 
     def __call__(self, n: int, density: float, seed: int, **options: Any) -> Tensor: ...
@@ -640,15 +641,15 @@ def _banded(n: int, density: float, seed: int, **options: Any) -> Tensor:
     return banded(n, bandwidth=max(0, min(n - 1, round(width))), seed=seed, **options)
 
 
-_BLOCK_FILL = 0.5  # fraction of each diagonal block stored by make_pattern("block_diagonal")
+_BLOCK_FILL = 0.5  # fraction of each diagonal block stored by make_matrix("block_diagonal")
 
 
-def _block_diagonal(n: int, density: float, seed: int, **options: Any) -> Tensor:
+def _half_full_blocks(n: int, density: float, seed: int, **options: Any) -> Tensor:
     # Half-full blocks, as many and as large as the requested overall density needs.
     size = max(1, min(n, math.ceil(density * n / _BLOCK_FILL)))
     q, r = divmod(n, size)
     fill = min(1.0, density * n * n / (q * size * size + r * r))
-    return block_diagonal(n, block_size=size, density=fill, seed=seed, **options)
+    return random_block_diagonal(n, block_size=size, density=fill, seed=seed, **options)
 
 
 def _power_law(n: int, density: float, seed: int, **options: Any) -> Tensor:
@@ -661,23 +662,23 @@ def _grid(n: int, density: float, seed: int, **options: Any) -> Tensor:
 
 
 def _karate(n: int, density: float, seed: int, **options: Any) -> Tensor:
-    options.pop("max_bytes", None)  # 156 entries: nothing to guard
+    options.pop("budget", None)  # 156 entries: nothing to guard
     return karate_club(**options)
 
 
 def _les_miserables(n: int, density: float, seed: int, **options: Any) -> Tensor:
-    options.pop("max_bytes", None)  # 508 entries: nothing to guard
+    options.pop("budget", None)  # 508 entries: nothing to guard
     return les_miserables(**options)
 
 
-#: Pattern name -> maker with the common signature ``(n, density, seed, **options)``.
-#: ``n`` and ``density`` are honoured where the pattern has them: the grid Laplacian is
+#: Kind of matrix -> maker with the common signature ``(n, density, seed, **options)``.
+#: ``n`` and ``density`` are honoured where the kind has them: the grid Laplacian is
 #: ``isqrt(n)**2`` square with its own density, and the two real graphs ignore ``n``,
 #: ``density`` and ``seed``. Read the shape and nnz off the result.
-PATTERNS: dict[str, PatternMaker] = {
+MATRIX_KINDS: dict[str, MatrixMaker] = {
     "uniform": _uniform,
     "banded": _banded,
-    "block_diagonal": _block_diagonal,
+    "block_diagonal": _half_full_blocks,
     "power_law": _power_law,
     "grid_laplacian": _grid,
     "karate_club": _karate,
@@ -685,19 +686,19 @@ PATTERNS: dict[str, PatternMaker] = {
 }
 
 
-def make_pattern(
-    name: str,
+def make_matrix(
+    kind: str,
     n: int,
     density: float,
     seed: int = 0,
     layout: LayoutLike = torch.sparse_coo,
     *,
     dtype: torch.dtype = torch.float32,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    budget: int | None = None,
 ) -> Tensor:
-    """The pattern ``name`` at size about ``n x n`` and density about ``density``.
+    """A test matrix of ``kind`` at size about ``n x n`` and density about ``density``.
 
-    The one signature widgets need. How each pattern reads ``density``:
+    The one signature widgets need. How each kind reads ``density``:
 
     ``"uniform"``: exactly ``round(density n^2)`` entries; ``"banded"``: the bandwidth
     whose band holds closest to ``density n^2``; ``"block_diagonal"``: half-full blocks
@@ -708,70 +709,14 @@ def make_pattern(
 
     Examples
     --------
-    >>> A = make_pattern("banded", 100, 0.05, seed=0, layout="csr")
+    >>> A = make_matrix("banded", 100, 0.05, seed=0, layout="csr")
     >>> A.shape, A.layout, A._nnz()
     (torch.Size([100, 100]), torch.sparse_csr, 494)
     """
-    if name not in PATTERNS:
-        raise InputValueError(f"make_pattern: name must be one of {sorted(PATTERNS)}, got {name!r}")
-    n = _check_int("make_pattern", "n", n, 2)
-    _check_real("make_pattern", "density", density, 0.0, 1.0)
-    return PATTERNS[name](n, density, seed, layout=layout, dtype=dtype, max_bytes=max_bytes)
-
-
-# --------------------------------------------------------------------------- storage cost
-
-
-def storage_bytes(A: Tensor, *, index_dtype: torch.dtype = torch.int64) -> dict[str, int]:
-    """Bytes ``A``'s entries take as COO, as CSR and as a dense array.
-
-    For ``A`` of shape ``(n, m)`` (or ``(b, n, m)``) with nnz stored entries, ``s`` bytes per
-    value and ``t`` per index (8 for torch's int64),
-
-    .. math::
-
-        \\text{COO} = \\mathrm{nnz}\\,(d\\,t + s), \\quad
-        \\text{CSR} = b (n + 1)\\, t + \\mathrm{nnz}\\,(t + s), \\quad
-        \\text{dense} = b\\, n\\, m\\, s,
-
-    with ``d`` = 2 (or 3 for a batch: one index per dimension). A dense input counts its
-    nonzeros; an uncoalesced COO input counts distinct positions.
-
-    Returns
-    -------
-    dict
-        ``{"coo": ..., "csr": ..., "dense": ...}`` in bytes.
-
-    Examples
-    --------
-    >>> storage_bytes(torch.eye(1000).to_sparse())
-    {'coo': 20000, 'csr': 20008, 'dense': 4000000}
-    """
-    if not isinstance(A, Tensor):
-        raise InputTypeError(f"storage_bytes: A must be a torch.Tensor, got {type(A).__name__}")
-    if A.dim() not in (2, 3):
+    if kind not in MATRIX_KINDS:
         raise InputValueError(
-            f"storage_bytes: A must be 2-D (n, m) or 3-D (b, n, m), got shape {tuple(A.shape)}"
+            f"make_matrix: kind must be one of {sorted(MATRIX_KINDS)}, got {kind!r}"
         )
-    if A.layout == torch.sparse_coo:
-        nnz = A._nnz() if A.is_coalesced() else A.coalesce()._nnz()
-    elif A.layout == torch.sparse_csr:
-        nnz = A._nnz() * (A.shape[0] if A.dim() == 3 else 1)  # torch's _nnz is per item
-    elif A.layout == torch.strided:
-        nnz = int(A.count_nonzero())
-    else:
-        raise InputTypeError(
-            f"storage_bytes: A must be strided, sparse COO or sparse CSR, got {A.layout}"
-        )
-    if not isinstance(index_dtype, torch.dtype) or index_dtype not in (torch.int32, torch.int64):
-        raise InputTypeError(
-            f"storage_bytes: index_dtype must be torch.int32 or torch.int64, got {index_dtype!r}"
-        )
-    t = torch.empty(0, dtype=index_dtype).element_size()
-    s = A.element_size()
-    b, n, m = A.shape if A.dim() == 3 else (1, *A.shape)
-    return {
-        "coo": nnz * (A.dim() * t + s),
-        "csr": b * (n + 1) * t + nnz * (t + s),
-        "dense": b * n * m * s,
-    }
+    n = _check_int("make_matrix", "n", n, 2)
+    _check_real("make_matrix", "density", density, 0.0, 1.0)
+    return MATRIX_KINDS[kind](n, density, seed, layout=layout, dtype=dtype, budget=budget)

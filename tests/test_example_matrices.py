@@ -1,4 +1,4 @@
-"""Tests of the seeded pattern generators, the registry and the storage-cost helper."""
+"""Tests of the seeded test-matrix generators and their registry, MATRIX_KINDS."""
 
 import math
 import warnings
@@ -6,18 +6,17 @@ import warnings
 import pytest
 import torch
 
+from sparsegrad_lab import memory_guard
 from sparsegrad_lab.errors import InputTypeError, InputValueError, MemoryBudgetError
-from sparsegrad_lab.patterns import (
-    DEFAULT_MAX_BYTES,
-    PATTERNS,
+from sparsegrad_lab.example_matrices import (
+    MATRIX_KINDS,
     banded,
-    block_diagonal,
     grid_laplacian,
     karate_club,
     les_miserables,
-    make_pattern,
+    make_matrix,
     power_law_graph,
-    storage_bytes,
+    random_block_diagonal,
     uniform_random,
 )
 
@@ -25,7 +24,9 @@ from sparsegrad_lab.patterns import (
 GENERATORS = {
     "uniform_random": lambda **kw: uniform_random(17, 23, nnz=40, **kw),
     "banded": lambda **kw: banded(19, bandwidth=3, **kw),
-    "block_diagonal": lambda **kw: block_diagonal(22, block_size=5, density=0.6, **kw),
+    "random_block_diagonal": lambda **kw: random_block_diagonal(
+        22, block_size=5, density=0.6, **kw
+    ),
     "power_law_graph": lambda **kw: power_law_graph(50, avg_degree=4, **kw),
 }
 DETERMINISTIC = {
@@ -129,7 +130,7 @@ def test_layout_and_dtype_errors_name_the_argument(name, kwargs, error, words):
         ({"seed": -1}, InputValueError, "seed must be >= 0, got -1"),
         ({"seed": 1.5}, InputTypeError, "seed must be an int, got float"),
         ({"values": "uniform"}, InputValueError, "values must be 'normal' or 'ones'"),
-        ({"max_bytes": -1}, InputValueError, "max_bytes"),
+        ({"budget": -1}, InputValueError, "budget must be >= 0"),
     ],
 )
 def test_seed_values_and_budget_errors(name, kwargs, error, words):
@@ -222,11 +223,23 @@ def test_uniform_random_shape_errors(n, m, error, words):
 
 
 def test_guard_refuses_before_allocating_with_the_predicted_bytes():
-    with pytest.raises(MemoryBudgetError, match=r"above max_bytes=1\.00 GiB") as caught:
-        uniform_random(10**6, 10**6, nnz=2 * 10**8)  # 4 GB of COO: refused, not attempted
-    assert caught.value.needed_bytes == 4 * 2 * 10**8 * (8 + 8 + 4)  # peak: 4x the storage
-    assert caught.value.budget_bytes == DEFAULT_MAX_BYTES == 2**30
+    with pytest.raises(MemoryBudgetError, match="above what is available on cpu") as caught:
+        uniform_random(10**7, 10**7, nnz=2 * 10**11)  # 4 TB of COO: refused, not attempted
+    assert caught.value.needed_bytes == 4 * 2 * 10**11 * (8 + 8 + 4)  # peak: 4x the storage
+    assert "uniform_random: a 10000000 x 10000000 torch.sparse_coo matrix" in str(caught.value)
     assert isinstance(caught.value, MemoryError)
+
+
+def test_guard_limit_is_what_is_available_unless_a_budget_is_smaller(monkeypatch):
+    needed = 4 * 10 * (16 + 4)  # 10 float32 COO entries, four times over while generating
+    monkeypatch.setattr(memory_guard, "available_bytes", lambda device="cpu": needed)
+    assert uniform_random(5, 9, nnz=10)._nnz() == 10
+    with pytest.raises(MemoryBudgetError, match="available") as caught:
+        uniform_random(5, 9, nnz=11)
+    assert caught.value.budget_bytes == needed
+    with pytest.raises(MemoryBudgetError, match="the budget of") as caught:
+        uniform_random(5, 9, nnz=10, budget=needed - 1)
+    assert caught.value.budget_bytes == needed - 1
 
 
 @pytest.mark.parametrize(
@@ -240,20 +253,20 @@ def test_guard_refuses_before_allocating_with_the_predicted_bytes():
 def test_guard_threshold_is_the_generation_peak(layout, dtype, needed):
     needed *= 4  # generating peaks at about four times the result's storage
     make = dict(nnz=10, layout=layout, dtype=dtype)
-    A = uniform_random(5, 9, max_bytes=needed, **make)  # exactly at the budget: allowed
+    A = uniform_random(5, 9, budget=needed, **make)  # exactly at the budget: allowed
     assert A._nnz() == 10
     with pytest.raises(MemoryBudgetError) as caught:
-        uniform_random(5, 9, max_bytes=needed - 1, **make)
+        uniform_random(5, 9, budget=needed - 1, **make)
     assert caught.value.needed_bytes == needed
 
 
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: banded(10**7, bandwidth=50),
-        lambda: block_diagonal(10**7, block_size=1000, density=0.5),
-        lambda: power_law_graph(10**8, avg_degree=10),
-        lambda: grid_laplacian(10**5, 10**5),
+        lambda: banded(10**10, bandwidth=50),
+        lambda: random_block_diagonal(10**10, block_size=1000, density=0.5),
+        lambda: power_law_graph(10**11, avg_degree=10),
+        lambda: grid_laplacian(10**6, 10**6),
     ],
 )
 def test_guard_protects_every_sized_generator(call):
@@ -278,21 +291,21 @@ def test_banded_rejects_negative_bandwidth():
         banded(5, bandwidth=-1)
 
 
-# --------------------------------------------------------------------------- block_diagonal
+# --------------------------------------------------------------------------- random_block_diagonal
 
 
 @pytest.mark.parametrize(("n", "size"), [(12, 4), (14, 4), (5, 9), (7, 1)])
-def test_block_diagonal_full_blocks_match_torch_block_diag(n, size):
-    A = block_diagonal(n, block_size=size, density=1.0, seed=0)
+def test_random_block_diagonal_full_blocks_match_torch_block_diag(n, size):
+    A = random_block_diagonal(n, block_size=size, density=1.0, seed=0)
     sizes = [size] * (n // size) + ([n % size] if n % size else [])
     sizes = [min(s, n) for s in sizes]
     reference = torch.block_diag(*[torch.ones(s, s, dtype=torch.bool) for s in sizes])
     assert torch.equal(stored_mask(A), reference)
 
 
-def test_block_diagonal_partial_fill_stays_inside_blocks_with_exact_count():
+def test_random_block_diagonal_partial_fill_stays_inside_blocks_with_exact_count():
     n, size, density = 23, 5, 0.37  # four 5x5 blocks and a 3x3 one: 109 positions
-    A = block_diagonal(n, block_size=size, density=density, seed=4)
+    A = random_block_diagonal(n, block_size=size, density=density, seed=4)
     blocks = torch.block_diag(*[torch.ones(s, s) for s in (5, 5, 5, 5, 3)]).bool()
     mask = stored_mask(A)
     assert not (mask & ~blocks).any()
@@ -300,11 +313,11 @@ def test_block_diagonal_partial_fill_stays_inside_blocks_with_exact_count():
     assert mask[20:, 20:].any()  # the short last block is reachable
 
 
-def test_block_diagonal_errors():
+def test_random_block_diagonal_errors():
     with pytest.raises(InputValueError, match="block_size must be >= 1"):
-        block_diagonal(5, block_size=0, density=0.5)
+        random_block_diagonal(5, block_size=0, density=0.5)
     with pytest.raises(InputValueError, match="density must lie"):
-        block_diagonal(5, block_size=2, density=-0.1)
+        random_block_diagonal(5, block_size=2, density=-0.1)
 
 
 # --------------------------------------------------------------------------- power_law_graph
@@ -403,8 +416,8 @@ def test_real_graph_weighted_must_be_bool():
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_names():
-    assert set(PATTERNS) == {
+def test_matrix_kinds():
+    assert set(MATRIX_KINDS) == {
         "uniform",
         "banded",
         "block_diagonal",
@@ -415,98 +428,47 @@ def test_registry_names():
     }
 
 
-@pytest.mark.parametrize("name", sorted(PATTERNS))
+@pytest.mark.parametrize("name", sorted(MATRIX_KINDS))
 @pytest.mark.parametrize("layout", ["coo", "csr"])
-def test_make_pattern_gives_square_matrices_in_the_layout_asked(name, layout):
-    A = make_pattern(name, 64, 0.05, seed=2, layout=layout)
+def test_make_matrix_gives_square_matrices_in_the_layout_asked(name, layout):
+    A = make_matrix(name, 64, 0.05, seed=2, layout=layout)
     assert A.layout == {"coo": torch.sparse_coo, "csr": torch.sparse_csr}[layout]
     assert A.dim() == 2
     assert A.shape[0] == A.shape[1]
-    again = make_pattern(name, 64, 0.05, seed=2, layout=layout)
+    again = make_matrix(name, 64, 0.05, seed=2, layout=layout)
     assert torch.equal(A.to_dense(), again.to_dense())
 
 
 @pytest.mark.parametrize("name", ["uniform", "banded", "block_diagonal", "power_law"])
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.3, 1.0])
-def test_make_pattern_honours_density(name, density):
+def test_make_matrix_honours_density(name, density):
     n = 120
-    A = make_pattern(name, n, density, seed=0)
+    A = make_matrix(name, n, density, seed=0)
     assert A.shape == (n, n)
     # Structure rounds the count: a band or a block holds whole diagonals or blocks.
     assert A._nnz() / n**2 == pytest.approx(density, abs=0.012)
 
 
-def test_make_pattern_fixed_shapes():
-    assert make_pattern("grid_laplacian", 50, 0.5).shape == (49, 49)
-    assert make_pattern("karate_club", 500, 0.5).shape == (34, 34)
-    assert make_pattern("les_miserables", 5, 0.5).shape == (77, 77)
+def test_make_matrix_fixed_shapes():
+    assert make_matrix("grid_laplacian", 50, 0.5).shape == (49, 49)
+    assert make_matrix("karate_club", 500, 0.5).shape == (34, 34)
+    assert make_matrix("les_miserables", 5, 0.5).shape == (77, 77)
 
 
-def test_make_pattern_passes_the_budget_on():
-    with pytest.raises(MemoryBudgetError):
-        make_pattern("uniform", 1000, 0.5, max_bytes=1000)
+def test_make_matrix_passes_the_budget_on():
+    with pytest.raises(MemoryBudgetError, match="the budget of 1000 B"):
+        make_matrix("uniform", 1000, 0.5, budget=1000)
 
 
 @pytest.mark.parametrize(
     ("args", "error", "words"),
     [
-        (("spiral", 10, 0.1), InputValueError, "name must be one of .*'banded'.*got 'spiral'"),
+        (("spiral", 10, 0.1), InputValueError, "kind must be one of .*'banded'.*got 'spiral'"),
         (("uniform", 1, 0.1), InputValueError, "n must be >= 2"),
         (("banded", 10, 2.0), InputValueError, "density must lie in"),
         (("uniform", 10, 0.1, 0, "dense"), InputValueError, "layout"),
     ],
 )
-def test_make_pattern_errors(args, error, words):
+def test_make_matrix_errors(args, error, words):
     with pytest.raises(error, match=words):
-        make_pattern(*args)
-
-
-# --------------------------------------------------------------------------- storage_bytes
-
-
-def test_storage_bytes_hand_example():
-    # 3 x 4 float32 with 5 entries: COO 5 (2*8 + 4), CSR 4*8 + 5 (8 + 4), dense 12 * 4.
-    A = torch.tensor([[1.0, 0, 2, 0], [0, 0, 0, 3], [4, 5, 0, 0]])
-    expected = {"coo": 100, "csr": 92, "dense": 48}
-    assert storage_bytes(A) == expected
-    assert storage_bytes(A.to_sparse()) == expected
-    assert storage_bytes(A.to_sparse_csr()) == expected
-    assert storage_bytes(A.to_sparse(), index_dtype=torch.int32) == {
-        "coo": 60,
-        "csr": 56,
-        "dense": 48,
-    }
-
-
-def test_storage_bytes_counts_distinct_positions_of_uncoalesced_coo():
-    A = torch.sparse_coo_tensor(torch.tensor([[0, 0], [1, 1]]), torch.ones(2), (2, 2))
-    assert storage_bytes(A)["coo"] == 1 * (16 + 4)
-
-
-def test_storage_bytes_batched():
-    A = torch.stack([torch.eye(3, dtype=torch.float64)] * 2)  # b=2, 6 entries
-    expected = {"coo": 6 * (3 * 8 + 8), "csr": 2 * 4 * 8 + 6 * 16, "dense": 18 * 8}
-    assert storage_bytes(A.to_sparse()) == expected
-    assert storage_bytes(A.to_sparse_csr()) == expected
-
-
-def test_storage_bytes_agrees_with_the_real_arrays():
-    A = uniform_random(40, 50, nnz=123, seed=0, dtype=torch.float64)
-    csr = A.to_sparse_csr()
-    real_coo = sum(t.numel() * t.element_size() for t in (A.indices(), A.values()))
-    parts = (csr.crow_indices(), csr.col_indices(), csr.values())
-    real_csr = sum(t.numel() * t.element_size() for t in parts)
-    assert storage_bytes(A) == {"coo": real_coo, "csr": real_csr, "dense": 40 * 50 * 8}
-
-
-@pytest.mark.parametrize(
-    ("A", "kwargs", "error", "words"),
-    [
-        ([[1.0]], {}, InputTypeError, "A must be a torch.Tensor, got list"),
-        (torch.ones(3), {}, InputValueError, "2-D"),
-        (torch.eye(2), {"index_dtype": torch.int16}, InputTypeError, "index_dtype"),
-    ],
-)
-def test_storage_bytes_errors(A, kwargs, error, words):
-    with pytest.raises(error, match=words):
-        storage_bytes(A, **kwargs)
+        make_matrix(*args)

@@ -1,0 +1,132 @@
+"""Each lesson runs in under 2 minutes and 1.5 GiB: measured while nbval executes it.
+
+nbval runs a notebook's cells as test items in one kernel, a child process of pytest. This
+plugin (loaded by the root ``conftest.py``) starts a clock and a memory sampler when the
+notebook's first cell is set up -- which is when nbval starts the kernel -- samples the
+resident memory of pytest's whole child process tree (the kernel and whatever it starts, such
+as a fresh-process measurement) every 50 ms, and after the notebook's last cell checks the
+lesson's budget. A lesson over budget fails its last cell with the numbers, before it fails a
+learner on Binder (2 GiB in all). So ``make test`` executes each lesson once for nbval and
+its budget instead of twice; the summary lists what every lesson took.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+TIME_BUDGET_S = 120.0
+MEMORY_BUDGET_BYTES = int(1.5 * 2**30)
+# Below this, the sampler cannot have seen a kernel with torch loaded: the measurement broke.
+_LEAST_KERNEL_BYTES = 100 * 2**20
+_SAMPLE_EVERY_S = 0.05
+
+
+def tree_rss(root: psutil.Process) -> int:
+    """Resident bytes of the children of ``root``, recursively (``root`` itself excluded)."""
+    total = 0
+    for proc in root.children(recursive=True):
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:  # a process that just exited
+            continue
+    return total
+
+
+class PeakSampler:
+    """Samples :func:`tree_rss` of this process in a thread until stopped; keeps the peak."""
+
+    def __init__(self, every_s: float = _SAMPLE_EVERY_S) -> None:
+        self.peak = 0
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(me))
+            self._stop.wait(self._every_s)
+
+    def start(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def over_budget(name: str, elapsed_s: float, peak_bytes: int) -> str | None:
+    """Why a lesson that took ``elapsed_s`` and peaked at ``peak_bytes`` fails, or ``None``."""
+    if elapsed_s >= TIME_BUDGET_S:
+        return f"{name} took {elapsed_s:.0f} s (budget {TIME_BUDGET_S:.0f} s)"
+    if peak_bytes >= MEMORY_BUDGET_BYTES:
+        return f"{name} peaked at {peak_bytes / 2**30:.2f} GiB of resident memory (budget 1.5 GiB)"
+    if peak_bytes < _LEAST_KERNEL_BYTES:
+        return f"{name}: the sampler saw {peak_bytes / 2**20:.0f} MiB, no kernel: it is broken"
+    return None
+
+
+@dataclass
+class _Run:
+    sampler: PeakSampler
+    start: float = field(default_factory=time.perf_counter)
+
+
+_last_cell: dict[Path, str] = {}
+_running: dict[Path, _Run] = {}
+_measured: dict[str, tuple[float, int]] = {}
+
+
+def _is_cell(item: pytest.Item) -> bool:
+    return item.path.suffix == ".ipynb"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_cell(item):
+            _last_cell[item.path] = item.nodeid
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
+    if _is_cell(item) and item.path not in _running:
+        _running[item.path] = _Run(PeakSampler().start())
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    result = yield
+    run = _running.get(item.path) if _is_cell(item) else None
+    if run is not None and _last_cell.get(item.path) == item.nodeid:
+        del _running[item.path]
+        elapsed, peak = time.perf_counter() - run.start, run.sampler.stop()
+        _measured[item.path.name] = (elapsed, peak)
+        problem = over_budget(item.path.name, elapsed, peak)
+        if problem is not None:
+            raise AssertionError(problem)
+    return result
+
+
+def pytest_sessionfinish() -> None:
+    for run in _running.values():  # a notebook stopped early (-x, a failing cell)
+        run.sampler.stop()
+    _running.clear()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _measured:
+        return
+    terminalreporter.section("lessons: time and memory (kernel and its children)")
+    for name, (elapsed, peak) in sorted(_measured.items()):
+        terminalreporter.write_line(f"{name}: {elapsed:.1f} s, peak {peak / 2**20:.0f} MiB")

@@ -1,0 +1,279 @@
+"""The lessons' website, built by ``docs/build_site.py`` and read in a real browser, offline.
+
+The site is built into a temporary folder the way ``make site`` builds it (from the committed
+outputs, no execution), served from 127.0.0.1, and every page is opened in headless Chromium
+with every request to another host blocked. Each page must then show
+
+* its maths typeset by the bundled MathJax (every ``.math`` element holds MathJax output),
+* every image loaded (``naturalWidth > 0``),
+* the widgets rendered from their saved state wherever the notebook saved a widget view,
+* every solution folded in a closed dropdown that opens on click,
+* Binder and Colab launch links for the lesson, built from the same repository constant,
+
+and no request may have tried to leave the machine. Needs the npm assets (``npm ci``; run here
+when ``node_modules`` lacks them and npm exists) and Chromium, like tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from browser_support import CHROMIUM_ARGS, find_chromium
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+
+from sparsegrad_lab.notebook import colab_url
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+ASSET = "node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js"
+
+pytestmark = pytest.mark.slow
+
+
+def _required() -> bool:
+    return bool(os.environ.get("SPARSEGRAD_REQUIRE_BROWSER") or os.environ.get("CI"))
+
+
+def _skip_or_fail(reason: str) -> None:
+    if _required():
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (ROOT / ASSET).exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            _skip_or_fail("the site's browser assets need npm (`npm ci`); .ci/run installs it")
+        subprocess.run(
+            [str(npm), "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+            cwd=ROOT,
+            check=True,
+            timeout=600,
+        )
+    out = tmp_path_factory.mktemp("site") / "site"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "build_site.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"the site did not build:\n{result.stderr[-4000:]}"
+    assert (out / "index.html").is_file()
+    assert (out / ".nojekyll").is_file(), "GitHub Pages would not serve _static/"
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(site: Path) -> Iterator[str]:
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=site))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = find_chromium()
+    if chromium is None:
+        _skip_or_fail("no Chromium found (Debian's `chromium`; .ci/run installs it)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium, args=CHROMIUM_ARGS, headless=True, timeout=60_000
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class OfflinePage:
+    """A page whose requests to any host but 127.0.0.1 are blocked and recorded."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.set_default_timeout(60_000)
+        self.blocked: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def _route(self, route: Route) -> None:
+        url = route.request.url
+        if urlsplit(url).hostname in ("127.0.0.1", None) or url.startswith("data:"):
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def offline(browser: Browser) -> Iterator[OfflinePage]:
+    page = OfflinePage(browser)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def _widget_views(lesson: Path) -> int:
+    cells = json.loads(lesson.read_text(encoding="utf-8"))["cells"]
+    return sum(
+        WIDGET_VIEW in output.get("data", {})
+        for cell in cells
+        for output in cell.get("outputs", [])
+    )
+
+
+def _solutions(lesson: Path) -> int:
+    cells = json.loads(lesson.read_text(encoding="utf-8"))["cells"]
+    return sum("solution" in cell.get("metadata", {}).get("tags", []) for cell in cells)
+
+
+_MATH_DONE = """() => {
+    const maths = Array.from(document.querySelectorAll('.math'));
+    return maths.length > 0 && maths.every(m => m.querySelector('mjx-container'));
+}"""
+
+_IMAGES = """() => Array.from(document.images).map(i => ({
+    src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0}))"""
+
+
+def _check_common(offline: OfflinePage, url: str, name: str, expect_math: bool) -> None:
+    page = offline.page
+    page.goto(url, wait_until="load")
+    if expect_math:
+        page.wait_for_function(_MATH_DONE, timeout=60_000)
+    images = page.evaluate(_IMAGES)
+    broken = [image["src"] for image in images if not image["ok"]]
+    assert not broken, f"{name}: images that did not load: {broken}"
+    assert not offline.blocked, f"{name}: the page tried to reach the network: {offline.blocked}"
+
+
+def test_lesson_info_reads_title_time_and_exercises(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "build_site.py")
+    assert spec is not None and spec.loader is not None
+    build_site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_site)
+    cell = {"cell_type": "code", "metadata": {"tags": ["solution"]}, "source": "x = 1"}
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "source": "# 07 · A title\n\nEstimated time: 30-40 minutes."},
+            {"cell_type": "markdown", "source": "## Exercises\n\n### Exercise 1 — first"},
+            cell,
+            {"cell_type": "markdown", "source": "### Exercise 2 — second"},
+            cell,
+        ]
+    }
+    path = tmp_path / "07_x.ipynb"
+    path.write_text(json.dumps(notebook))
+    info = build_site.lesson_info(path)
+    assert info == {
+        "name": "07_x",
+        "title": "07 · A title",
+        "minutes": "30-40 minutes",
+        "exercises": ["Exercise 1 — first", "Exercise 2 — second"],
+    }
+    assert "| [07 · A title](notebooks/07_x.ipynb) | 30-40 minutes | 2 |" in (
+        build_site.lesson_table([info])
+    )
+    tagged = build_site.site_notebook(path)["cells"][2]["metadata"]["tags"]
+    assert tagged == ["solution", "hide-cell"]
+
+
+def test_home_page_lists_every_lesson(offline: OfflinePage, server: str) -> None:
+    _check_common(offline, f"{server}/index.html", "index.html", expect_math=False)
+    links = offline.page.eval_on_selector_all(
+        "table a[href]", "links => links.map(a => a.getAttribute('href'))"
+    )
+    for lesson in LESSONS:
+        assert f"notebooks/{lesson.stem}.html" in links, f"the lesson table lacks {lesson.stem}"
+    assert "CC BY 4.0" in offline.page.inner_text("body")
+
+
+def test_tutors_page(offline: OfflinePage, server: str) -> None:
+    _check_common(offline, f"{server}/tutors.html", "tutors.html", expect_math=False)
+    text = offline.page.inner_text("body")
+    for topic in ("Binder", "Colab", "--student", "memory guard", "NotImplementedError"):
+        assert topic in text, f"the tutors' page does not mention {topic}"
+    # The exercise list gives each lesson's time, read from the lesson's first cell.
+    items = offline.page.eval_on_selector_all(
+        "li strong", "els => els.map(e => e.parentNode.innerText)"
+    )
+    for lesson in LESSONS:
+        title = json.loads(lesson.read_text())["cells"][0]["source"]
+        heading = "".join(title).splitlines()[0].lstrip("# ").strip()
+        (item,) = [i for i in items if i.startswith(heading[:20])] or [f"{heading}: missing"]
+        assert "not stated" not in item and "missing" not in item, (
+            f"tutors' page: {item.splitlines()[0]!r}; state the time in the first cell of "
+            f"{lesson.name} (e.g. 'Estimated time: 40 min')"
+        )
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_lesson_page(offline: OfflinePage, server: str, lesson: Path) -> None:
+    name = f"notebooks/{lesson.stem}.html"
+    _check_common(offline, f"{server}/{name}", name, expect_math=True)
+    page = offline.page
+
+    # The launch buttons open this lesson in this repository.
+    hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+    assert colab_url(lesson.name) in hrefs, f"{name}: no Colab launch link"
+    binder = [h for h in hrefs if h.startswith("https://mybinder.org/v2/gh/")]
+    assert any(h.endswith(f"urlpath=lab/tree/notebooks/{lesson.name}") for h in binder), (
+        f"{name}: no Binder launch link to the lesson: {binder}"
+    )
+    # Navigation: every other lesson is one click away.
+    for other in LESSONS:
+        if other != lesson:
+            assert any(h.endswith(f"/notebooks/{other.stem}.html") for h in hrefs), other.stem
+
+    views = _widget_views(lesson)
+    if views:
+        page.wait_for_function(
+            "n => document.querySelectorAll('.jupyter-widgets.widget-container, "
+            ".jupyter-widgets.widget-inline-hbox, .jupyter-widgets.widget-box').length >= n",
+            arg=views,
+            timeout=60_000,
+        )
+        assert "Error displaying widget" not in page.inner_text("body"), name
+        controls = page.locator(".widget-slider, .widget-dropdown, .widget-toggle-buttons")
+        assert controls.count() >= 1, f"{name}: saved widgets show no control"
+    assert not offline.errors, f"{name}: script errors: {offline.errors}"
+
+    solutions = _solutions(lesson)
+    dropdowns = page.locator("details.hide:has(summary:has-text('Show the solution'))")
+    assert dropdowns.count() == solutions, f"{name}: {dropdowns.count()} of {solutions} folded"
+    if solutions:
+        assert all(not d.evaluate("el => el.open") for d in dropdowns.all()), f"{name}: open"
+        first = dropdowns.first
+        body = first.locator(".cell_input, .cell_output").first
+        assert not body.is_visible(), f"{name}: a folded solution is visible"
+        first.locator("summary").click()
+        assert first.evaluate("el => el.open") and body.is_visible(), f"{name}: does not open"
