@@ -45,8 +45,8 @@ __all__ = [
     "draw_storage",
     "plot_benchmark",
     "plot_gradient_entry",
-    "plot_memory_bars",
     "plot_memory_curves",
+    "plot_memory_points",
     "plot_timings",
     "spy",
     "use_lesson_style",
@@ -712,21 +712,26 @@ def plot_gradient_entry(
 # --------------------------------------------------------------------------- memory bars
 
 
-def plot_memory_bars(
+def plot_memory_points(
     predicted: Mapping[str, int],
     measured: Mapping[str, int | None],
     *,
     title: str | None = None,
     ax: Axes | None = None,
 ) -> Figure | Axes:
-    """Predicted and measured peak extra memory side by side, one pair of bars per strategy.
+    """Predicted and measured peak extra memory of each strategy, as points on a log axis.
+
+    One row per strategy: a hollow circle for the model, a filled one for the measurement
+    (none when the case was refused or not measured, which the row's label says). Points,
+    not bars: the strategies differ by orders of magnitude, which needs a log axis, and a
+    bar's length on a log axis depends on where the axis happens to start.
 
     Parameters
     ----------
     predicted : dict of str to int
         Bytes per strategy from the model.
     measured : dict of str to int or None
-        Bytes per strategy as measured; ``None`` (refused or not measured) draws no bar.
+        Bytes per strategy as measured; ``None`` (refused or not measured) draws no point.
     title : str, optional
     ax : Axes, optional
 
@@ -737,28 +742,31 @@ def plot_memory_bars(
     Examples
     --------
     >>> import matplotlib; matplotlib.use("Agg")
-    >>> fig = plot_memory_bars({"sddmm": 2**20, "dense": 2**24}, {"sddmm": 2**20, "dense": None})
-    >>> [round(bar.get_height()) for bar in fig.axes[0].patches]
-    [1, 16, 1, 0]
+    >>> fig = plot_memory_points({"sddmm": 2**20, "dense": 2**24},
+    ...                          {"sddmm": 2**20, "dense": None})
+    >>> [line.get_xdata().tolist() for line in fig.axes[0].lines]
+    [[1.0, 16.0], [1.0]]
+    >>> [label.get_text() for label in fig.axes[0].get_yticklabels()]
+    ['sddmm', 'dense (not run)']
     >>> close_figure(fig)
     """
     if not isinstance(predicted, Mapping) or not predicted:
-        raise InputTypeError("plot_memory_bars: predicted must be a non-empty dict name -> bytes")
+        raise InputTypeError("plot_memory_points: predicted must be a non-empty dict name -> bytes")
     if set(measured) != set(predicted):
         raise InputValueError(
-            f"plot_memory_bars: measured names {sorted(measured)}, predicted {sorted(predicted)}"
+            f"plot_memory_points: measured names {sorted(measured)}, predicted {sorted(predicted)}"
         )
-    fig, ax = _canvas(ax, (6.0, 3.2))
     names = list(predicted)
-    xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [predicted[s] / 2**20 for s in names], 0.4, label="model")
-    ax.bar(
-        [x + 0.2 for x in xs], [(measured[s] or 0) / 2**20 for s in names], 0.4, label="measured"
-    )
-    ax.set_xticks(list(xs), names)
-    ax.set_xlabel("backward strategy")
-    ax.set_ylabel("peak extra memory (MiB)")
-    ax.set_yscale("log")
+    fig, ax = _canvas(ax, (6.0, 0.9 + 0.45 * len(names)))
+    rows = range(len(names))
+    ax.plot([predicted[s] / 2**20 for s in names], list(rows), "o", mfc="none", label="model")
+    ran = [k for k, s in enumerate(names) if measured[s] is not None]
+    ax.plot([measured[names[k]] / 2**20 for k in ran], ran, "o", label="measured")  # type: ignore[operator]
+    ax.set_yticks(list(rows), [s if measured[s] is not None else f"{s} (not run)" for s in names])
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first strategy on top
+    ax.set_xscale("log")
+    ax.set_xlabel("peak extra memory (MiB, log scale)")
+    ax.grid(axis="x", which="both", alpha=0.3)
     if title is not None:
         ax.set_title(title)
     ax.legend()

@@ -29,7 +29,7 @@ from .errors import InputValueError, MemoryBudgetError, format_bytes
 from .example_matrices import MATRIX_KINDS, make_matrix
 from .memory_guard import LAB_BUDGET_BYTES
 from .memory_model import predict_peak_bytes, storage_bytes
-from .plots import close_figure, plot_gradient_entry, plot_memory_bars, spy
+from .plots import close_figure, plot_gradient_entry, plot_memory_points, spy
 from .sddmm import BACKWARD_STRATEGIES
 from .sweep import sweep
 
@@ -311,7 +311,7 @@ def memory_report(
             shown = f"measured {format_bytes(value)}"
         lines.append(f"{s:>6}: predicted {format_bytes(predicted[s])}, {shown}")
 
-    fig = plot_memory_bars(predicted, measured, title=f"n = {n}, nnz = {nnz}, p = {p}")
+    fig = plot_memory_points(predicted, measured, title=f"n = {n}, nnz = {nnz}, p = {p}")
     return MemoryReport({"n": n, "nnz": nnz, "p": p}, predicted, measured, "\n".join(lines), fig)
 
 

@@ -23,8 +23,8 @@ from sparsegrad_lab.plots import (
     draw_batched_product,
     draw_storage,
     plot_gradient_entry,
-    plot_memory_bars,
     plot_memory_curves,
+    plot_memory_points,
     plot_timings,
     spy,
 )
@@ -436,17 +436,20 @@ def test_gradient_entry_errors(G, B, i, j, error, words):
         plot_gradient_entry(G, B, i, j)
 
 
-# --------------------------------------------------------------------------- memory bars
+# --------------------------------------------------------------------------- memory points
 
 
-def test_memory_bars_pair_model_and_measurement_per_strategy(own_axes):
+def test_memory_points_pair_model_and_measurement_per_strategy(own_axes):
     predicted = {"sddmm": 3 * 2**20, "gather": 9 * 2**20}
-    measured = {"sddmm": 2 * 2**20, "gather": None}  # gather refused: no bar
-    assert plot_memory_bars(predicted, measured, title="case", ax=own_axes) is own_axes
-    heights = [bar.get_height() for bar in own_axes.patches]
-    assert heights == [3.0, 9.0, 2.0, 0.0]
-    assert [t.get_text() for t in own_axes.get_xticklabels()] == ["sddmm", "gather"]
-    assert own_axes.get_title() == "case" and own_axes.get_yscale() == "log"
+    measured = {"sddmm": 2 * 2**20, "gather": None}  # gather refused: no measured point
+    assert plot_memory_points(predicted, measured, title="case", ax=own_axes) is own_axes
+    model, measurement = own_axes.lines
+    assert model.get_xdata().tolist() == [3.0, 9.0] and model.get_ydata().tolist() == [0, 1]
+    assert measurement.get_xdata().tolist() == [2.0] and measurement.get_ydata().tolist() == [0]
+    labels = [t.get_text() for t in own_axes.get_yticklabels()]
+    assert labels == ["sddmm", "gather (not run)"]
+    assert own_axes.get_title() == "case" and own_axes.get_xscale() == "log"
+    assert not own_axes.patches  # no bars on the log axis
 
 
 @pytest.mark.parametrize(
@@ -456,6 +459,6 @@ def test_memory_bars_pair_model_and_measurement_per_strategy(own_axes):
         ({"sddmm": 1}, {"dense": 1}, InputValueError, "measured names"),
     ],
 )
-def test_memory_bars_errors(predicted, measured, error, words):
+def test_memory_points_errors(predicted, measured, error, words):
     with pytest.raises(error, match=words):
-        plot_memory_bars(predicted, measured)
+        plot_memory_points(predicted, measured)

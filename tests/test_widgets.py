@@ -80,8 +80,10 @@ def test_memory_report_orders_strategies_and_measures_them():
     assert set(report.measured) == {"sddmm", "gather", "dense"}
     assert all(v is not None and v > 0 for v in report.measured.values())
     assert report.measured["dense"] > report.measured["sddmm"]
-    bars = [bar.get_height() * 2**20 for bar in report.figure.axes[0].patches]
-    assert bars == pytest.approx([*report.predicted.values(), *report.measured.values()])
+    model, measurement = report.figure.axes[0].lines
+    assert (model.get_xdata() * 2**20).tolist() == pytest.approx(list(report.predicted.values()))
+    drawn = (measurement.get_xdata() * 2**20).tolist()
+    assert drawn == pytest.approx(list(report.measured.values()))
 
 
 def test_memory_report_guard_refuses_instead_of_running():
