@@ -305,15 +305,14 @@ def test_errors_only_in_stubs_and_their_checks(
     allowed = stubs | {i + 1 for i in stubs}
     notebook = nbformat.reads(json.dumps(editions[lesson.name]), as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    env.setdefault("OMP_NUM_THREADS", "2")
     client = NotebookClient(
         notebook,
         timeout=300,
         allow_errors=True,
         resources={"metadata": {"path": str(tmp_path)}},
-        env=env,
     )
-    client.execute(cwd=str(tmp_path))
+    client.execute(cwd=str(tmp_path), env=env)  # the kernel's environment
     errors = {
         i: output
         for i, cell in enumerate(notebook.cells)
