@@ -9,6 +9,7 @@ contract names one by one.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -937,5 +938,9 @@ def test_memory_is_read_once_per_call_and_not_for_negligible_sizes(
 def test_public_api() -> None:
     assert sparsegrad_lab.sparse_mm is sparse_mm
     assert set(sparsegrad_lab.BACKWARD_STRATEGIES) == {"sddmm", "gather", "dense"}
-    assert sparse_mm.__kwdefaults__ == {"backward": "sddmm", "pattern": None}
+    parameters = inspect.signature(sparse_mm).parameters
+    assert {k: v.default for k, v in parameters.items() if v.kind == v.KEYWORD_ONLY} == {
+        "backward": "sddmm",
+        "pattern": None,
+    }
     assert sparsegrad_lab.sparsity_pattern is sparsity_pattern
