@@ -311,10 +311,15 @@ def _coo_indices_valid(A: Tensor) -> bool:
         return False
     if not A.is_coalesced() or indices.shape[1] == 1:
         return True
+    return int(_row_major_keys(indices, A.shape).diff().min()) > 0
+
+
+def _row_major_keys(indices: Tensor, shape: torch.Size) -> Tensor:
+    """Each entry's position in the flattened tensor (``add`` with ``alpha``: one pass each)."""
     key = indices[0]
-    for axis in range(1, A.dim()):
-        key = key * A.shape[axis] + indices[axis]
-    return int(key.diff().min()) > 0
+    for axis in range(1, len(shape)):
+        key = indices[axis].add(key, alpha=shape[axis])
+    return key
 
 
 def _csr_indices_valid(A: Tensor) -> bool:
@@ -360,10 +365,7 @@ def _explain_coo(A: Tensor, where: str, name: str) -> NoReturn:
             f"out of range for {A.shape[axis]} {_AXIS_UNITS[label]}; {_FIX}"
         )
     # In range, so the failure was the order of a tensor marked coalesced.
-    key = indices[0]
-    for axis in range(1, A.dim()):
-        key = key * A.shape[axis] + indices[axis]
-    entry = _first(key.diff() <= 0) + 1
+    entry = _first(_row_major_keys(indices, A.shape).diff() <= 0) + 1
     raise InputValueError(
         f"{where}: {name} is marked coalesced, but entry {entry} at "
         f"{tuple(indices[:, entry].tolist())} does not come after entry {entry - 1} "
