@@ -61,7 +61,11 @@ R = TypeVar("R")
 
 def _spmm(pattern: SparsityPattern, values: Tensor, X: Tensor) -> Tensor:
     """``A @ X`` for the CSR matrix (pattern, values), on torch's own CSR kernel."""
-    A = pattern.to_csr(values.resolve_conj())
+    return _csr_times(pattern.to_csr(values.resolve_conj()), X)
+
+
+def _csr_times(A: Tensor, X: Tensor) -> Tensor:
+    """``A @ X`` for a CSR ``A`` (no autograd), in the inputs' dtype."""
     if torch.is_autocast_enabled(X.device.type):
         # Autocast would cast this product to bfloat16/float16, which torch's CPU CSR
         # kernel does not implement (it aborts for COO input): compute in the inputs' dtype.
@@ -188,6 +192,8 @@ class SparseMatMulOfA(torch.autograd.Function):
                 A.col_indices(),
             )
         )
+        if A.layout == torch.sparse_csr and A.dim() == 2:
+            return _csr_times(A.detach(), B)  # A is its own pattern's CSR matrix
         return _spmm(pattern, A.values().reshape(-1), B)
 
     @staticmethod

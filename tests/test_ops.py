@@ -799,10 +799,13 @@ def test_no_columns_in_B(layout: torch.layout, index_dtype: torch.dtype, batched
     assert B.grad.shape == B.shape
 
 
+@pytest.mark.parametrize("batched", RANKS)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS.get)
-def test_autocast_to_bfloat16_computes_in_the_inputs_dtype(layout: torch.layout) -> None:
+def test_autocast_to_bfloat16_computes_in_the_inputs_dtype(
+    layout: torch.layout, batched: bool
+) -> None:
     """torch's CPU sparse kernels have no bfloat16 matmul (COO aborted inside MKL)."""
-    A, B, G = _fixed_problem(True).build(layout=layout, dtype=torch.float32, device="cpu")
+    A, B, G = _fixed_problem(batched).build(layout=layout, dtype=torch.float32, device="cpu")
     A, B = A.requires_grad_(), B.requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         C = sparse_mm(A, B)
