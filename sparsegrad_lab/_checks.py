@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NoReturn
 
 import torch
@@ -218,6 +219,48 @@ def _check_shape_of_A(A: Tensor, where: str) -> None:
         )
 
 
+def check_int(
+    value: Any, name: str, where: str, *, minimum: int | None = None, below: int | None = None
+) -> int:
+    """``value`` as an int, or :class:`InputTypeError` / :class:`InputValueError` naming it.
+
+    Any integral number passes (``numpy.int64`` too), a bool does not; ``minimum`` and
+    ``below`` bound it as ``minimum <= value < below``. The one integer check of the package.
+
+    >>> check_int(3, "n", "uniform_random", minimum=1)
+    3
+    >>> check_int(True, "n", "uniform_random")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: uniform_random: n must be an int, got bool
+    >>> check_int(5, "i", "draw", minimum=0, below=4)
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: draw: i must lie in [0, 4), got 5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{where}: {name} must be an int, got {type(value).__name__}")
+    number = int(value)
+    if below is not None and not (minimum if minimum is not None else number) <= number < below:
+        raise InputValueError(f"{where}: {name} must lie in [{minimum}, {below}), got {number}")
+    if minimum is not None and number < minimum:
+        raise InputValueError(f"{where}: {name} must be >= {minimum}, got {number}")
+    return number
+
+
+def check_real(value: Any, name: str, where: str, *, low: float, high: float) -> float:
+    """``value`` as a float in ``[low, high]`` (NaN refused), or an error naming it.
+
+    >>> check_real(0.5, "density", "uniform_random", low=0.0, high=1.0)
+    0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"{where}: {name} must be a real number, got {type(value).__name__}")
+    if not low <= float(value) <= high:  # also refuses NaN
+        raise InputValueError(f"{where}: {name} must lie in [{low}, {high}], got {value}")
+    return float(value)
+
+
 _LAYOUT_NAMES = {"coo": torch.sparse_coo, "csr": torch.sparse_csr}
 
 
@@ -307,7 +350,7 @@ def _coo_indices_valid(A: Tensor) -> bool:
     if indices.shape[1] == 0:
         return True
     lo, hi = torch.aminmax(indices, dim=1)
-    if int(lo.min()) < 0 or bool((hi >= torch.tensor(A.shape, device=hi.device)).any()):
+    if min(lo.tolist()) < 0 or any(h >= s for h, s in zip(hi.tolist(), A.shape, strict=True)):
         return False
     if not A.is_coalesced() or indices.shape[1] == 1:
         return True

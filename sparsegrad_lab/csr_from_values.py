@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import _torch_util
+from ._checks import check_int
 from .errors import InputTypeError, InputValueError
 
 __all__ = [
@@ -95,9 +96,7 @@ def _check_csr_parts(crow: Any, col: Any, values: Any, size: Any) -> tuple[int, 
         raise InputTypeError(
             f"csr_tensor: size must be a tuple (n, m) or (b, n, m) of ints, got {size!r}"
         )
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in size):
-        raise InputValueError(f"csr_tensor: size must hold non-negative ints, got {tuple(size)!r}")
-    size = tuple(size)
+    size = tuple(check_int(s, f"size[{i}]", "csr_tensor", minimum=0) for i, s in enumerate(size))
     lead = size[:-2]
     if crow.dtype not in (torch.int32, torch.int64) or col.dtype != crow.dtype:
         raise InputTypeError(

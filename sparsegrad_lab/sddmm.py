@@ -30,13 +30,15 @@ is needed. Three ways to get the same ``s`` -- the spine of the lessons:
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from torch import Tensor
 
 from ._torch_util import element_size
-from .pattern import SparsityPattern
+
+if TYPE_CHECKING:  # annotations only: pattern -> csr_from_values -> _checks imports this module
+    from .pattern import SparsityPattern
 
 __all__ = [
     "BACKWARD_STRATEGIES",

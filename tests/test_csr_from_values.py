@@ -210,7 +210,7 @@ def test_values_modified_in_place_after_the_forward_are_refused(batched: bool) -
         (
             (torch.tensor([0, 1]), torch.tensor([0]), torch.ones(1), (1, -1)),
             InputValueError,
-            "non-negative",
+            "size[1] must be >= 0",
         ),
         (
             (torch.tensor([0, 1]), torch.tensor([0]), torch.ones(2), (1, 1)),
