@@ -26,8 +26,11 @@ from sparsegrad_lab import sparse_mm
 from sparsegrad_lab.patterns import uniform_random
 
 #: (name, n, nnz, p): a lesson-sized graph, and two graphs of about 10⁴ edges (Cora's size).
-SIZES = [("n=100 nnz=500 p=8", 100, 500, 8), ("n=1000 nnz=1e4 p=16", 1000, 10_000, 16),
-         ("n=2708 nnz=1e4 p=16", 2708, 10_556, 16)]
+SIZES = [
+    ("n=100 nnz=500 p=8", 100, 500, 8),
+    ("n=1000 nnz=1e4 p=16", 1000, 10_000, 16),
+    ("n=2708 nnz=1e4 p=16", 2708, 10_556, 16),
+]
 
 
 def _step(f: Callable[[Tensor, Tensor], Tensor], A: Tensor, B: Tensor, G: Tensor) -> float:
@@ -62,7 +65,7 @@ def run(rounds: int) -> list[tuple[str, str, float, dict[str, float]]]:
             names = list(impls)
             times: dict[str, list[float]] = {name: [] for name in names}
             for r in range(rounds + 10):  # the first 10 rounds warm up
-                order = names[r % len(names):] + names[: r % len(names)]
+                order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     f, lay = impls[name]
                     elapsed = _step(f, A[lay], B, G)

@@ -314,7 +314,7 @@ def _adjoint_product(
     _guard_backward(pattern, X, nnz * p * X.element_size(), "the scattered terms")
     # conj_physical: values may be a view of A's storage, which a lazy conj view cannot wrap.
     conj = values.conj_physical() if values.is_complex() else values
-    terms = X.index_select(0, pattern.row) * conj.unsqueeze(1)
+    terms = X.index_select(0, pattern.row).mul_(conj.unsqueeze(1))  # one nnz x p temporary
     return X.new_zeros(M, p).index_add_(0, pattern.col, terms)
 
 

@@ -109,11 +109,9 @@ class SparsityPattern:
         """Row of each entry, shape ``(nnz,)``: the expanded form of ``crow``."""
         if self._row is not None:
             return self._row
-        # torch's own CSR -> COO kernel: one pass, several times faster than repeat_interleave.
-        coo = torch._convert_indices_from_csr_to_coo(
-            self.crow, self.col, out_int32=self.crow.dtype == torch.int32
-        )
-        return coo[0]
+        # Row r repeated crow[r+1] - crow[r] times, in crow's dtype. (torch's CSR -> COO
+        # conversion is a little faster but returns the columns too, doubling the memory.)
+        return torch.repeat_interleave(self.crow.diff(), output_size=self.nnz)
 
     @property
     def shape(self) -> tuple[int, int]:
