@@ -8,12 +8,15 @@ Forward and backward sit side by side here. For :math:`C = A B` and upstream
     \\nabla_A L = P_A \\odot (G B^{\\mathsf H}) \\quad \\text{(values only at A's pattern)},
     \\qquad \\nabla_B L = A^{\\mathsf H} G .
 
-The first is a sampled dense-dense product (:mod:`sparsegrad_lab.sddmm`), the second
-another sparse-times-dense product, with ``Aᴴ``'s pattern from a cached permutation.
-Both backward products are themselves differentiable autograd functions, so double
-backward needs no extra code: the derivative of the sampled product
-:math:`s = P \\odot (G B^{\\mathsf H})` against an upstream ``H`` (values on the pattern) is
-:math:`\\nabla_G = H B` and :math:`\\nabla_B = H^{\\mathsf H} G` -- the same two products again.
+The first is a sampled dense-dense product (:mod:`sparsegrad_lab.sddmm`), exposed as a
+forward operation too (:func:`sampled_mm`); the second another sparse-times-dense product,
+with ``Aᴴ``'s pattern from a permutation cached with the pattern (or, on a small graph in a
+first-order backward, a scatter). Under ``create_graph=True`` both backward products are
+applied as the autograd functions below, so double backward needs no extra code: the
+derivative of the sampled product :math:`s = P \\odot (G B^{\\mathsf H})` against an upstream
+``H`` (values on the pattern) is :math:`\\nabla_G = H B` and
+:math:`\\nabla_B = H^{\\mathsf H} G` -- the same two products again. Without it they call the
+kernels directly.
 """
 
 from __future__ import annotations
