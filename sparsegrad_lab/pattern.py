@@ -100,7 +100,7 @@ class SparsityPattern:
     batch: int
     block_shape: tuple[int, int]
     # The expanded rows, when the caller already has them (COO input, the transpose);
-    # otherwise :attr:`row` expands ``crow`` on first use -- the default CSR path never does.
+    # otherwise :attr:`row` expands ``crow`` on first use (∇B, "gather", "dense"; never forward).
     _row: Tensor | None = field(default=None, repr=False)
     _source: _Source | None = field(default=None, repr=False)
 
