@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import numbers
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -205,6 +206,10 @@ def _check_shape_of_A(A: Tensor, where: str) -> None:
         raise InputValueError(
             f"{where}: A must be 2-D (n, m) or batched 3-D (b, n, m), got shape {tuple(A.shape)}"
         )
+    if A.layout == torch.sparse_csr and A.values().shape[: A.col_indices().dim()] != (
+        A.col_indices().shape
+    ):
+        check_values_count(A, where)  # torch derives dense_dim from the values: not yet
     if A.dense_dim() != 0:
         raise InputValueError(
             f"{where}: A is a hybrid sparse tensor (sparse_dim={A.sparse_dim()}, "
@@ -212,6 +217,48 @@ def _check_shape_of_A(A: Tensor, where: str) -> None:
             "(dense_dim=0). To multiply each of its dense slices as one matrix of a batch, "
             "move that dimension to the front: A.to_dense().movedim(-1, 0).to_sparse()"
         )
+
+
+def check_int(
+    value: Any, name: str, where: str, *, minimum: int | None = None, below: int | None = None
+) -> int:
+    """``value`` as an int, or :class:`InputTypeError` / :class:`InputValueError` naming it.
+
+    Any integral number passes (``numpy.int64`` too), a bool does not; ``minimum`` and
+    ``below`` bound it as ``minimum <= value < below``. The one integer check of the package.
+
+    >>> check_int(3, "n", "uniform_random", minimum=1)
+    3
+    >>> check_int(True, "n", "uniform_random")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: uniform_random: n must be an int, got bool
+    >>> check_int(5, "i", "draw", minimum=0, below=4)
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: draw: i must lie in [0, 4), got 5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{where}: {name} must be an int, got {type(value).__name__}")
+    number = int(value)
+    if below is not None and not (minimum if minimum is not None else number) <= number < below:
+        raise InputValueError(f"{where}: {name} must lie in [{minimum}, {below}), got {number}")
+    if minimum is not None and number < minimum:
+        raise InputValueError(f"{where}: {name} must be >= {minimum}, got {number}")
+    return number
+
+
+def check_real(value: Any, name: str, where: str, *, low: float, high: float) -> float:
+    """``value`` as a float in ``[low, high]`` (NaN refused), or an error naming it.
+
+    >>> check_real(0.5, "density", "uniform_random", low=0.0, high=1.0)
+    0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"{where}: {name} must be a real number, got {type(value).__name__}")
+    if not low <= float(value) <= high:  # also refuses NaN
+        raise InputValueError(f"{where}: {name} must lie in [{low}, {high}], got {value}")
+    return float(value)
 
 
 _LAYOUT_NAMES = {"coo": torch.sparse_coo, "csr": torch.sparse_csr}
@@ -269,12 +316,16 @@ def check_indices(A: Tensor, where: str, name: str = "A") -> None:
     """Raise :class:`InputValueError` unless every index of sparse ``A`` is valid.
 
     torch checks sparse invariants only when asked, and its kernels read out of bounds
-    (or abort the process) on an index out of range. One vectorised pass of cheap
-    reductions decides; only when one fails is the first offending entry searched for,
-    so the message can name it. COO: every index in range, and a tensor marked coalesced
-    really strictly increasing in row-major order. CSR: as many values as column indices,
-    row pointers starting at 0, never decreasing and ending at nnz, columns in range.
-    ``A`` is a checked sparse matrix on a real device (not meta).
+    (or abort the process) on an index out of range. A few reductions over the indices
+    decide -- one pass, a handful of kernels, whatever ``nnz`` is; only when one fails
+    does a search find the first offending entry, so the message can name it. COO: every
+    index in range, and a tensor marked coalesced really sorted without duplicates. CSR:
+    one value per column index, row pointers starting at 0, never decreasing and ending
+    at nnz, columns in range. ``A`` is a checked sparse matrix on a real device (not meta).
+
+    (torch's own validator, ``check_invariants=True``, also requires sorted columns within
+    each row -- which no kernel here needs -- and costs as much as the product itself at
+    10⁵ stored entries.)
 
     >>> bad = torch.sparse_coo_tensor(torch.tensor([[0, 5], [0, 1]]), torch.ones(2), (2, 2),
     ...                               check_invariants=False)
@@ -286,9 +337,53 @@ range for 2 rows; build A from valid indices (torch.sparse.check_sparse_tensor_i
 finds them at construction)
     """
     if A.layout == torch.sparse_coo:
-        _check_coo_indices(A, where, name)
+        if not _coo_indices_valid(A):
+            _explain_coo(A, where, name)
     else:
-        _check_csr_indices(A, where, name)
+        check_values_count(A, where, name)
+        if not _csr_indices_valid(A):
+            _explain_csr(A, where, name)
+
+
+def _coo_indices_valid(A: Tensor) -> bool:
+    indices = A._indices()
+    if indices.shape[1] == 0:
+        return True
+    lo, hi = torch.aminmax(indices, dim=1)
+    if min(lo.tolist()) < 0 or any(h >= s for h, s in zip(hi.tolist(), A.shape, strict=True)):
+        return False
+    if not A.is_coalesced() or indices.shape[1] == 1:
+        return True
+    key = _row_major_keys(indices, A.shape)
+    return bool((key[1:] > key[:-1]).all())
+
+
+def _row_major_keys(indices: Tensor, shape: torch.Size) -> Tensor:
+    """Each entry's position in the flattened tensor.
+
+    Built in place in one buffer: at 10⁶ entries and more, each fresh temporary of
+    ``nnz`` int64 costs page faults comparable to the arithmetic itself.
+    """
+    key = indices[0].clone()
+    for axis in range(1, len(shape)):
+        key.mul_(shape[axis]).add_(indices[axis])
+    return key
+
+
+def _csr_indices_valid(A: Tensor) -> bool:
+    crow, col = A.crow_indices(), A.col_indices()
+    nnz = col.shape[-1]
+    if A.dim() == 2:  # two scalars: cheaper read one by one than through tensor ops
+        if int(crow[0]) != 0 or int(crow[-1]) != nnz:
+            return False
+    elif bool(crow[:, 0].any()) or bool((crow[:, -1] != nnz).any()):
+        return False
+    if crow.shape[-1] > 1 and int(crow.diff(dim=-1).min()) < 0:
+        return False
+    if nnz == 0:
+        return True
+    lo, hi = torch.aminmax(col)
+    return int(lo) >= 0 and int(hi) < A.shape[-1]
 
 
 _AXES = {2: ("row", "column"), 3: ("batch", "row", "column")}
@@ -304,10 +399,9 @@ def _first(bad: Tensor) -> int:
     return int(bad.nonzero()[0, 0])
 
 
-def _check_coo_indices(A: Tensor, where: str, name: str) -> None:
+def _explain_coo(A: Tensor, where: str, name: str) -> NoReturn:
+    """Raise naming the first invalid entry of COO ``A`` (known to have one)."""
     indices = A._indices()
-    if indices.shape[1] == 0:
-        return
     axes = _AXES[A.dim()]
     lo, hi = torch.aminmax(indices, dim=1)
     limits = torch.tensor(A.shape, device=indices.device)
@@ -320,20 +414,15 @@ def _check_coo_indices(A: Tensor, where: str, name: str) -> None:
             f"{where}: {name}: {label} index {int(indices[axis, entry])} at entry {entry} is "
             f"out of range for {A.shape[axis]} {_AXIS_UNITS[label]}; {_FIX}"
         )
-    if A.is_coalesced() and indices.shape[1] > 1:
-        key = indices[0]
-        for axis in range(1, A.dim()):
-            key = key * A.shape[axis] + indices[axis]
-        steps = key.diff()
-        if bool((steps <= 0).any()):
-            entry = _first(steps <= 0) + 1
-            raise InputValueError(
-                f"{where}: {name} is marked coalesced, but entry {entry} at "
-                f"{tuple(indices[:, entry].tolist())} does not come after entry {entry - 1} "
-                f"at {tuple(indices[:, entry - 1].tolist())} in row-major order (sorted, "
-                "no duplicates); build A without is_coalesced=True, or call "
-                "torch.sparse_coo_tensor(indices, values, size).coalesce()"
-            )
+    # In range, so the failure was the order of a tensor marked coalesced.
+    entry = _first(_row_major_keys(indices, A.shape).diff() <= 0) + 1
+    raise InputValueError(
+        f"{where}: {name} is marked coalesced, but entry {entry} at "
+        f"{tuple(indices[:, entry].tolist())} does not come after entry {entry - 1} "
+        f"at {tuple(indices[:, entry - 1].tolist())} in row-major order (sorted, "
+        "no duplicates); build A without is_coalesced=True, or call "
+        "torch.sparse_coo_tensor(indices, values, size).coalesce()"
+    )
 
 
 def check_values_count(A: Tensor, where: str, name: str = "A") -> None:
@@ -355,14 +444,14 @@ indices of shape (1,); expected one value per column index
         )
 
 
-def _check_csr_indices(A: Tensor, where: str, name: str) -> None:
-    check_values_count(A, where, name)
+def _explain_csr(A: Tensor, where: str, name: str) -> NoReturn:
+    """Raise naming the first invalid row pointer or column of CSR ``A`` (known to have one)."""
     crow, col = A.crow_indices(), A.col_indices()
-    item = "" if A.dim() == 2 else " of item {}"
-    nnz = col.shape[-1]
+    nnz, m = col.shape[-1], A.shape[-1]
     crow2 = crow.reshape(-1, crow.shape[-1])
     col2 = col.reshape(crow2.shape[0], nnz)
-    first, last = crow2[:, 0], crow2[:, -1]
+    item = "" if A.dim() == 2 else " of item {}"
+    first, last, steps = crow2[:, 0], crow2[:, -1], crow2.diff(dim=1)
     if bool((first != 0).any()):
         t = _first(first != 0)
         raise InputValueError(
@@ -375,7 +464,6 @@ def _check_csr_indices(A: Tensor, where: str, name: str) -> None:
             f"{where}: {name}: crow_indices(){item.format(t)} must end at nnz = {nnz}, got "
             f"{int(last[t])}; {_FIX}"
         )
-    steps = crow2.diff(dim=1)
     if bool((steps < 0).any()):
         t = _first((steps < 0).any(1))
         entry = _first(steps[t] < 0) + 1
@@ -383,15 +471,11 @@ def _check_csr_indices(A: Tensor, where: str, name: str) -> None:
             f"{where}: {name}: crow_indices(){item.format(t)} must not decrease, but entry "
             f"{entry} is {int(crow2[t, entry])} after {int(crow2[t, entry - 1])}; {_FIX}"
         )
-    if nnz == 0:
-        return
-    lo, hi = torch.aminmax(col2)
-    m = A.shape[-1]
-    if int(lo) < 0 or int(hi) >= m:
-        out = (col2 < 0) | (col2 >= m)
-        t = _first(out.any(1))
-        entry = _first(out[t])
-        raise InputValueError(
-            f"{where}: {name}: column index {int(col2[t, entry])} at entry {entry}"
-            f"{item.format(t)} is out of range for {m} columns; {_FIX}"
-        )
+    # The row pointers are valid, so the failure was a column.
+    out = (col2 < 0) | (col2 >= m)
+    t = _first(out.any(1))
+    entry = _first(out[t])
+    raise InputValueError(
+        f"{where}: {name}: column index {int(col2[t, entry])} at entry {entry}"
+        f"{item.format(t)} is out of range for {m} columns; {_FIX}"
+    )

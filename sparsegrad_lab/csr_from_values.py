@@ -29,9 +29,17 @@ import torch
 from torch import Tensor
 
 from . import _torch_util
+from ._checks import check_int
 from .errors import InputTypeError, InputValueError
 
-__all__ = ["CooFromValues", "CsrFromValues", "CsrValues", "csr_tensor"]
+__all__ = [
+    "CooFromValues",
+    "CsrFromValues",
+    "CsrValues",
+    "coo_from_values",
+    "csr_from_values",
+    "csr_tensor",
+]
 
 _torch_util.spend_csr_beta_notice()
 
@@ -88,9 +96,7 @@ def _check_csr_parts(crow: Any, col: Any, values: Any, size: Any) -> tuple[int, 
         raise InputTypeError(
             f"csr_tensor: size must be a tuple (n, m) or (b, n, m) of ints, got {size!r}"
         )
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in size):
-        raise InputValueError(f"csr_tensor: size must hold non-negative ints, got {tuple(size)!r}")
-    size = tuple(size)
+    size = tuple(check_int(s, f"size[{i}]", "csr_tensor", minimum=0) for i, s in enumerate(size))
     lead = size[:-2]
     if crow.dtype not in (torch.int32, torch.int64) or col.dtype != crow.dtype:
         raise InputTypeError(
@@ -205,14 +211,29 @@ class CsrValues(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor | None) -> Tensor | None:
         if grad is None:
             return None
-        return _csr_or_function(ctx.crow, ctx.col, grad, ctx.size)
+        return csr_from_values(ctx.crow, ctx.col, grad, ctx.size)
 
 
-def _csr_or_function(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
-    """:func:`csr_tensor` without the structure checks (the parts come from a valid ``A``)."""
+def csr_from_values(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
+    """:func:`csr_tensor` without the structure checks, for parts taken from a valid ``A``.
+
+    >>> csr_from_values(torch.tensor([0, 1]), torch.tensor([0]), torch.ones(1), (1, 1)).layout
+    torch.sparse_csr
+    """
     if values.requires_grad and torch.is_grad_enabled():
         return CsrFromValues.apply(crow, col, values, size)  # type: ignore[no-any-return]
     return _plain_csr(crow, col, values, size)
+
+
+def coo_from_values(indices: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
+    """A coalesced COO tensor from a valid ``A``'s indices, differentiable twice in ``values``.
+
+    >>> coo_from_values(torch.tensor([[0], [1]]), torch.ones(1), (1, 2)).to_dense()
+    tensor([[0., 1.]])
+    """
+    if values.requires_grad and torch.is_grad_enabled():
+        return CooFromValues.apply(indices, values, size)  # type: ignore[no-any-return]
+    return torch.sparse_coo_tensor(indices, values, size, is_coalesced=True, check_invariants=False)
 
 
 def _csr_values_at(grad: Tensor, crow: Tensor, col: Tensor, size: tuple[int, ...]) -> Tensor:
@@ -224,7 +245,12 @@ def _csr_values_at(grad: Tensor, crow: Tensor, col: Tensor, size: tuple[int, ...
         and torch.equal(grad.col_indices(), col)
     ):
         # A copy, not the view values() gives: a view of a sparse tensor cannot be re-viewed
-        # (torch.real, view_as_real: "Sparse CSR tensors do not have strides").
+        # (torch.real, view_as_real: "Sparse CSR tensors do not have strides"). Under
+        # create_graph, read through CsrValues: torch's values() backward is wrong for a
+        # batched CSR tensor (it builds one whose index shapes disagree).
+        if grad.requires_grad and torch.is_grad_enabled():
+            values: Tensor = CsrValues.apply(grad)
+            return values.clone()
         return grad.values().clone()
     m = size[-1]
     # Row t n + i of every stored entry of the (b n, m) stacked matrix, then its flat position.

@@ -8,17 +8,22 @@ Forward and backward sit side by side here. For :math:`C = A B` and upstream
     \\nabla_A L = P_A \\odot (G B^{\\mathsf H}) \\quad \\text{(values only at A's pattern)},
     \\qquad \\nabla_B L = A^{\\mathsf H} G .
 
-The first is a sampled dense-dense product (:mod:`sparsegrad_lab.sddmm`), the second
-another sparse-times-dense product, with ``Aᴴ``'s pattern from a cached permutation.
-Both backward products are themselves differentiable autograd functions, so double
-backward needs no extra code: the derivative of the sampled product
-:math:`s = P \\odot (G B^{\\mathsf H})` against an upstream ``H`` (values on the pattern) is
-:math:`\\nabla_G = H B` and :math:`\\nabla_B = H^{\\mathsf H} G` -- the same two products again.
+The first is a sampled dense-dense product (:mod:`sparsegrad_lab.sddmm`), exposed as a
+forward operation too (:func:`sampled_mm`); the second another sparse-times-dense product,
+with ``Aᴴ``'s pattern from a permutation cached with the pattern (or, on a small graph in a
+first-order backward, a scatter). Under ``create_graph=True`` both backward products are
+applied as the autograd functions below, so double backward needs no extra code: the
+derivative of the sampled product :math:`s = P \\odot (G B^{\\mathsf H})` against an upstream
+``H`` (values on the pattern) is :math:`\\nabla_G = H B` and
+:math:`\\nabla_B = H^{\\mathsf H} G` -- the same two products again. Without it they call the
+kernels directly.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -33,24 +38,37 @@ from ._checks import (
     check_values_count,
 )
 from ._torch_util import element_size
-from .csr_from_values import CooFromValues, csr_tensor
+from .csr_from_values import CooFromValues, coo_from_values, csr_from_values, csr_tensor
 from .errors import InputTypeError, InputValueError
 from .pattern import (
     SparsityPattern,
     coalesced,
+    differentiable_gradient,
     kept_pattern,
-    pattern_and_values,
     pattern_mismatch,
+    pattern_of,
     values_of,
 )
-from .sddmm import BackwardStrategy, sampled_product, sampled_product_workspace_bytes
+from .sddmm import (
+    CHUNK_BYTES,
+    BackwardStrategy,
+    sampled_product,
+    sampled_product_workspace_bytes,
+)
 
 __all__ = ["SampledProduct", "SparseMatMul", "sampled_mm", "sparse_mm", "sparsity_pattern"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _spmm(pattern: SparsityPattern, values: Tensor, X: Tensor) -> Tensor:
     """``A @ X`` for the CSR matrix (pattern, values), on torch's own CSR kernel."""
-    A = pattern.to_csr(values.resolve_conj())
+    return _csr_times(pattern.to_csr(values.resolve_conj()), X)
+
+
+def _csr_times(A: Tensor, X: Tensor) -> Tensor:
+    """``A @ X`` for a CSR ``A`` (no autograd), in the inputs' dtype."""
     if torch.is_autocast_enabled(X.device.type):
         # Autocast would cast this product to bfloat16/float16, which torch's CPU CSR
         # kernel does not implement (it aborts for COO input): compute in the inputs' dtype.
@@ -122,16 +140,92 @@ class SparseMatMul(torch.autograd.Function):
         if G is None:  # no gradient reached C: none for A and B either, as torch does
             return None, None, None, None
         values, B = ctx.saved_tensors
-        pattern, strategy = ctx.pattern, ctx.strategy
-        G = G.contiguous()  # an expanded gradient (from .sum()) has stride 0
-        grad_values = grad_B = None
-        if ctx.needs_input_grad[0]:
-            grad_values = _sampled(pattern, G, B, strategy)
-        if ctx.needs_input_grad[1]:
-            _guard_transpose(pattern, G)
-            adjoint, adjoint_pattern = _adjoint_values(values, pattern)
-            grad_B = _product(adjoint_pattern, adjoint, G, strategy)
+        grad_values, grad_B = _matmul_backward(
+            ctx.pattern,
+            ctx.strategy,
+            values,
+            B,
+            G,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
         return grad_values, grad_B, None, None
+
+
+def _matmul_backward(
+    pattern: SparsityPattern,
+    strategy: BackwardStrategy,
+    values: Tensor,
+    B: Tensor,
+    G: Tensor,
+    need_values: bool,
+    need_B: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """``∇values = (G Bᴴ)`` at the pattern and ``∇B = Aᴴ G``, each only if needed."""
+    G = G.contiguous()  # an expanded gradient (from .sum()) has stride 0
+    grad_values = _sampled(pattern, G, B, strategy) if need_values else None
+    grad_B = _adjoint_product(pattern, values, G, strategy) if need_B else None
+    return grad_values, grad_B
+
+
+class SparseMatMulOfA(torch.autograd.Function):
+    """``C = A @ B`` with the sparse ``A`` itself as input: what :func:`sparse_mm` applies.
+
+    ``apply(A, B, pattern, strategy)``, ``A`` checked and (COO) coalesced, ``B`` ``(M, p)``.
+    The products are :class:`SparseMatMul`'s; the difference is that the gradient of ``A``
+    is returned directly as a sparse tensor of ``A``'s layout and pattern -- built so that
+    it can be differentiated again under ``create_graph`` -- which saves a second autograd
+    node (``values()``) per call: on a lesson-sized graph, node bookkeeping is a sizeable
+    part of the whole step.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, A: Tensor, B: Tensor, pattern: SparsityPattern, strategy: BackwardStrategy
+    ) -> Tensor:
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(A, B)
+        ctx.pattern, ctx.strategy = pattern, strategy
+        ctx.layout, ctx.shape = A.layout, tuple(A.shape)
+        ctx.indices = (
+            (A.indices(),)
+            if A.layout == torch.sparse_coo
+            else (
+                A.crow_indices(),
+                A.col_indices(),
+            )
+        )
+        if A.layout == torch.sparse_csr and A.dim() == 2:
+            return _csr_times(A.detach(), B)  # A is its own pattern's CSR matrix
+        return _spmm(pattern, A.values().reshape(-1), B)
+
+    @staticmethod
+    def backward(ctx: Any, G: Tensor | None) -> tuple[Tensor | None, Tensor | None, None, None]:
+        if G is None:
+            return None, None, None, None
+        A, B = ctx.saved_tensors
+        # Under create_graph, ∇B = Aᴴ G must stay a function of A: its values are read
+        # through autograd then, so that a second derivative reaches A.
+        values = values_of(A) if torch.is_grad_enabled() else A.values().reshape(-1)
+        grad_values, grad_B = _matmul_backward(
+            ctx.pattern,
+            ctx.strategy,
+            values,
+            B,
+            G,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+        )
+        grad_A = None
+        if grad_values is not None:
+            if not differentiable_gradient(A):
+                grad_values = grad_values.detach()  # as torch's own constructor expects
+            if ctx.layout == torch.sparse_coo:
+                grad_A = coo_from_values(ctx.indices[0], grad_values, ctx.shape)
+            else:
+                crow, col = ctx.indices
+                grad_A = csr_from_values(crow, col, grad_values.reshape(col.shape), ctx.shape)
+        return grad_A, grad_B, None, None
 
 
 class SampledProduct(torch.autograd.Function):
@@ -183,9 +277,7 @@ class SampledProduct(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_G = _product(pattern, H, B, strategy)
         if ctx.needs_input_grad[1]:
-            _guard_transpose(pattern, G)
-            adjoint, adjoint_pattern = _adjoint_values(H, pattern)
-            grad_B = _product(adjoint_pattern, adjoint, G, strategy)
+            grad_B = _adjoint_product(pattern, H, G, strategy)
         return grad_G, grad_B, None, None
 
 
@@ -203,11 +295,49 @@ def _product(
     return _spmm(pattern, values, X)
 
 
+def _adjoint_product(
+    pattern: SparsityPattern, values: Tensor, X: Tensor, strategy: BackwardStrategy
+) -> Tensor:
+    """``A(values)ᴴ @ X`` inside a backward.
+
+    Through the transpose of the pattern (a sort of the column indices, cached with the
+    pattern) when the result will be differentiated again, for a kept pattern (which
+    sorts once for all its calls), and when ``nnz x p`` is large. Otherwise -- a
+    first-order backward on a small graph -- by a scatter,
+    ``(Aᴴ X)[c] = Σ_{k: c_k = c} v̄_k X[r_k]``: one gather and one ``index_add_`` of
+    ``nnz x p`` entries (at most :data:`~sparsegrad_lab.sddmm.CHUNK_BYTES`), where sorting
+    the indices would cost more than the product itself.
+    """
+    nnz, (M, p) = pattern.nnz, (pattern.shape[1], X.shape[-1])
+    small = nnz * p * X.element_size() <= CHUNK_BYTES
+    if torch.is_grad_enabled() or pattern._source is not None or not small:
+        _guard_backward(pattern, X, _transpose_bytes(pattern), "the transpose of A")
+        adjoint, adjoint_pattern = _adjoint_values(values, pattern)
+        return _product(adjoint_pattern, adjoint, X, strategy)
+    _guard_backward(pattern, X, nnz * p * X.element_size(), "the scattered terms")
+    # conj_physical: values may be a view of A's storage, which a lazy conj view cannot wrap.
+    conj = values.conj_physical() if values.is_complex() else values
+    terms = X.index_select(0, pattern.row).mul_(conj.unsqueeze(1))  # one nnz x p temporary
+    return X.new_zeros(M, p).index_add_(0, pattern.col, terms)
+
+
 def _sampled(pattern: SparsityPattern, G: Tensor, B: Tensor, strategy: BackwardStrategy) -> Tensor:
     """``(G Bᴴ)`` at the pattern, inside a backward."""
     if torch.is_grad_enabled():
         return SampledProduct.apply(G, B, pattern, strategy)  # type: ignore[no-any-return]
     return sampled_product(pattern, G, B, strategy)
+
+
+def _eager_only(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` eagerly inside ``torch.compile``: a graph break, not a crash.
+
+    torch.compile traces tensors as "fake" tensors, which have no sparse CSR support and
+    lose the COO indices this package reads (dynamo fails with "tuple index out of range",
+    or "Sparse CSR tensors do not have strides"). The dense work around the call is still
+    compiled; the sparse product runs torch's kernels as it does without compile.
+    """
+    wrapped: Callable[P, R] = torch.compiler.disable(fn, recursive=True)
+    return functools.wraps(fn)(wrapped)
 
 
 # ---------------------------------------------------------------------------- memory guard
@@ -240,38 +370,33 @@ def _transpose_bytes(pattern: SparsityPattern) -> int:
     ``M + 1`` row pointers, the sorted columns, the permutation (int64) and the gathered
     rows; counted at int64 throughout (int32 where they fit: an upper bound).
     """
-    if "transpose" in pattern.__dict__:  # functools.cached_property stores it there
+    if "transpose" in pattern.__dict__:
         return 0
     return _index_bytes(pattern.shape[1] + 1 + 3 * pattern.nnz)
 
 
-def _guard_transpose(pattern: SparsityPattern, G: Tensor) -> None:
-    """Backward runs later than the forward's check: read what is available once more."""
-    needed = _transpose_bytes(pattern) + pattern.shape[1] * G.shape[-1] * G.element_size()
+def _guard_backward(pattern: SparsityPattern, X: Tensor, extra: int, what: str) -> None:
+    """Backward runs later than the forward's check: read what is available once more.
+
+    ``extra`` bytes of temporaries (named by ``what``) plus the ``M x p`` result.
+    """
+    needed = extra + pattern.shape[1] * X.shape[-1] * X.element_size()
     if needed > memory_guard.NEGLIGIBLE_BYTES:
         n, m = pattern.block_shape
         memory_guard.check_fits(
             needed,
-            what=f"sparse_mm: the backward's transpose of A and ∇B for A of {pattern.batch} "
-            f"x {n} x {m} with {pattern.nnz} stored entries and p={G.shape[-1]}",
+            what=f"the backward's {what} and ∇B = Aᴴ G for A of {pattern.batch} x {n} x {m} "
+            f"with {pattern.nnz} stored entries and p={X.shape[-1]}",
             device=pattern.device,
             advice="free memory before calling backward, or use fewer columns of B",
         )
 
 
-def _check_sizes(
-    where: str,
-    checks: list[tuple[int, str, str]],
-    device: torch.device,
+def _refuse_if_over(
+    needed: int, available: int, device: torch.device, what: str, advice: str
 ) -> None:
-    """Read the available memory once (if anything is worth checking), then check each."""
-    if sum(needed for needed, _what, _advice in checks) <= memory_guard.NEGLIGIBLE_BYTES:
-        return
-    available = memory_guard.available_bytes(device)
-    for needed, what, advice in checks:
-        memory_guard.check_fits(
-            needed, what=f"{where}: {what}", device=device, available=available, advice=advice
-        )
+    """:func:`memory_guard.check_fits` with the memory this call already read."""
+    memory_guard.check_fits(needed, what=what, device=device, available=available, advice=advice)
 
 
 def sparsity_pattern(A: Tensor) -> SparsityPattern:
@@ -356,6 +481,7 @@ def _pattern_for(
     return A, kept
 
 
+@_eager_only
 def sparse_mm(
     A: Tensor,
     B: Tensor,
@@ -410,7 +536,7 @@ def sparse_mm(
     >>> C = sparse_mm(A, B)
     >>> C
     tensor([[ 4.,  6.],
-            [12., 16.]], grad_fn=<SparseMatMulBackward>)
+            [12., 16.]], grad_fn=<SparseMatMulOfABackward>)
     >>> C.sum().backward()
     >>> A.grad.layout, A.grad.coalesce().values()    # (G Bᵀ) at A's three entries
     (torch.sparse_coo, tensor([5., 1., 9.]))
@@ -423,35 +549,41 @@ def sparse_mm(
     A, kept = _pattern_for(A, pattern, "sparse_mm")
     b, n, m = A.shape if A.dim() == 3 else (1, *A.shape)
     p = B.shape[-1]
-    elem = element_size(B.dtype)
-    needs_grad_A = A.requires_grad and torch.is_grad_enabled()
+    result = b * n * p * element_size(B.dtype) + (0 if kept else _pattern_bytes(A))
     nnz = A._nnz() if A.layout == torch.sparse_coo else A.col_indices().numel()
-    checks = [
-        (
-            b * n * p * elem + (0 if kept else _pattern_bytes(A)),
-            f"the result C of {b * n} x {p} (and A's pattern)",
-            "use fewer rows or columns, or split B's columns",
-        )
-    ]
-    if needs_grad_A:
+    workspace = 0
+    if A.requires_grad and torch.is_grad_enabled():
         workspace = sampled_product_workspace_bytes(
             backward, batch=b, block_shape=(n, m), nnz=nnz, p=p, dtype=B.dtype
         )
-        checks.append(
-            (
-                workspace,
-                f"backward={backward!r} for A of {b} x {n} x {m} with {nnz} stored entries "
-                f"and p={p}",
-                "use backward='sddmm', whose working set stays bounded",
-            )
+    if result + workspace > memory_guard.NEGLIGIBLE_BYTES:
+        available = memory_guard.available_bytes(A.device)
+        _refuse_if_over(
+            result,
+            available,
+            A.device,
+            f"sparse_mm: the result C of {b * n} x {p} (and A's pattern)",
+            "use fewer rows or columns, or split B's columns",
         )
-    _check_sizes("sparse_mm", checks, A.device)
-    pattern = kept if kept is not None else pattern_and_values(A)[0]
-    values = values_of(A)
-    C = SparseMatMul.apply(values, B.reshape(b * m, p), pattern, backward)
+        _refuse_if_over(
+            workspace,
+            available,
+            A.device,
+            f"sparse_mm: backward={backward!r} for A of "
+            f"{b} x {n} x {m} with {nnz} stored entries and p={p}",
+            "use backward='sddmm', whose working set stays bounded",
+        )
+    pattern = kept if kept is not None else pattern_of(A)
+    if A.dim() == 3 and A.layout == torch.sparse_csr:
+        # One autograd node reading A: a double backward through SparseMatMulOfA reads A
+        # twice, and torch 2.13 corrupts the sum of two batched CSR gradients.
+        C = SparseMatMul.apply(values_of(A), B.reshape(b * m, p), pattern, backward)
+    else:
+        C = SparseMatMulOfA.apply(A, B.reshape(b * m, p), pattern, backward)
     return C if A.dim() == 2 else C.view(b, n, p)
 
 
+@_eager_only
 def sampled_mm(
     A: Tensor,
     X: Tensor,
@@ -526,27 +658,34 @@ def sampled_mm(
     elem = element_size(X.dtype)
     nnz = A._nnz() if A.layout == torch.sparse_coo else A.col_indices().numel()
     shape = f"A of {b} x {n} x {m} with {nnz} stored entries and d={d}"
-    checks = [
-        (
-            nnz * elem
-            + (0 if kept else _pattern_bytes(A))
-            + sampled_product_workspace_bytes(
-                backward, batch=b, block_shape=(n, m), nnz=nnz, p=d, dtype=X.dtype
-            ),
-            f"the values and backward={backward!r} temporaries for {shape}",
+    values_bytes = (
+        nnz * elem
+        + (0 if kept else _pattern_bytes(A))
+        + sampled_product_workspace_bytes(
+            backward, batch=b, block_shape=(n, m), nnz=nnz, p=d, dtype=X.dtype
+        )
+    )
+    backward_bytes = 0
+    if (X.requires_grad or Y.requires_grad) and torch.is_grad_enabled():
+        # ∇X and ∇Y, and the transpose of A that ∇Y = Xᴴ S_G may build.
+        backward_bytes = b * (n + m) * d * elem + _index_bytes(b * m + 1 + 3 * nnz)
+    if values_bytes + backward_bytes > memory_guard.NEGLIGIBLE_BYTES:
+        available = memory_guard.available_bytes(A.device)
+        _refuse_if_over(
+            values_bytes,
+            available,
+            A.device,
+            f"sampled_mm: the values and backward={backward!r} temporaries for {shape}",
             "use backward='sddmm', whose working set stays bounded, or a smaller d",
         )
-    ]
-    if (X.requires_grad or Y.requires_grad) and torch.is_grad_enabled():
-        checks.append(
-            (
-                b * (n + m) * d * elem + _index_bytes(b * m + 1 + 3 * nnz),
-                f"the backward (∇X, ∇Y and the transpose of A) for {shape}",
-                "use a smaller d, or fewer rows and columns",
-            )
+        _refuse_if_over(
+            backward_bytes,
+            available,
+            A.device,
+            f"sampled_mm: the backward (∇X, ∇Y and the transpose of A) for {shape}",
+            "use a smaller d, or fewer rows and columns",
         )
-    _check_sizes("sampled_mm", checks, A.device)
-    pattern = kept if kept is not None else pattern_and_values(A)[0]
+    pattern = kept if kept is not None else pattern_of(A)
     # SampledProduct gives G Bᴴ at the pattern; with B = Yᴴ that is X Y.
     values = SampledProduct.apply(
         X.reshape(b * n, d), Y.mH.resolve_conj().reshape(b * m, d), pattern, backward

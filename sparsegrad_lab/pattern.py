@@ -30,9 +30,11 @@ from .csr_from_values import CsrFromValues, CsrValues, _plain_csr
 __all__ = [
     "SparsityPattern",
     "coalesced",
+    "differentiable_gradient",
     "kept_pattern",
     "pattern_and_values",
     "pattern_mismatch",
+    "pattern_of",
     "values_of",
 ]
 
@@ -98,7 +100,7 @@ class SparsityPattern:
     batch: int
     block_shape: tuple[int, int]
     # The expanded rows, when the caller already has them (COO input, the transpose);
-    # otherwise :attr:`row` expands ``crow`` on first use -- the default CSR path never does.
+    # otherwise :attr:`row` expands ``crow`` on first use (∇B, "gather", "dense"; never forward).
     _row: Tensor | None = field(default=None, repr=False)
     _source: _Source | None = field(default=None, repr=False)
 
@@ -107,9 +109,9 @@ class SparsityPattern:
         """Row of each entry, shape ``(nnz,)``: the expanded form of ``crow``."""
         if self._row is not None:
             return self._row
-        counts = self.crow.diff()
-        rows = torch.arange(counts.numel(), device=self.crow.device, dtype=self.crow.dtype)
-        return rows.repeat_interleave(counts, output_size=self.nnz)
+        # Row r repeated crow[r+1] - crow[r] times, in crow's dtype. (torch's CSR -> COO
+        # conversion is a little faster but returns the columns too, doubling the memory.)
+        return torch.repeat_interleave(self.crow.diff(), output_size=self.nnz)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -248,6 +250,23 @@ def coalesced(A: Tensor) -> Tensor:
     return A
 
 
+def differentiable_gradient(A: Tensor) -> bool:
+    """Whether a gradient handed to ``A`` may itself be differentiable (``create_graph``).
+
+    True for COO, a leaf, and a CSR ``A`` built by :func:`~sparsegrad_lab.csr_tensor`;
+    False for a CSR ``A`` from ``torch.sparse_csr_tensor(crow, col, v)``, whose backward
+    in torch 2.13 fails on a gradient that requires grad.
+
+    >>> differentiable_gradient(torch.eye(2).to_sparse_csr())
+    True
+    """
+    return (
+        A.layout == torch.sparse_coo
+        or A.grad_fn is None
+        or isinstance(A.grad_fn, CsrFromValues._backward_cls)
+    )
+
+
 def values_of(A: Tensor) -> Tensor:
     """The values of a CSR or coalesced COO ``A``, flat ``(nnz,)``, attached to autograd.
 
@@ -266,7 +285,7 @@ def values_of(A: Tensor) -> Tensor:
         A.layout == torch.sparse_csr
         and A.requires_grad
         and torch.is_grad_enabled()
-        and (A.grad_fn is None or isinstance(A.grad_fn, CsrFromValues._backward_cls))
+        and differentiable_gradient(A)
     ):
         values: Tensor = CsrValues.apply(A)
     else:
@@ -304,6 +323,15 @@ def pattern_and_values(A: Tensor) -> tuple[SparsityPattern, Tensor]:
     """
     A = coalesced(A)
     return _pattern(A, None), values_of(A)
+
+
+def pattern_of(A: Tensor) -> SparsityPattern:
+    """The pattern of a validated, coalesced (if COO) ``A``, sharing its index tensors.
+
+    >>> pattern_of(torch.eye(2).to_sparse_csr()).nnz
+    2
+    """
+    return _pattern(A, None)
 
 
 def kept_pattern(A: Tensor) -> SparsityPattern:

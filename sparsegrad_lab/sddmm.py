@@ -30,13 +30,15 @@ is needed. Three ways to get the same ``s`` -- the spine of the lessons:
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from torch import Tensor
 
 from ._torch_util import element_size
-from .pattern import SparsityPattern
+
+if TYPE_CHECKING:  # annotations only: pattern -> csr_from_values -> _checks imports this module
+    from .pattern import SparsityPattern
 
 __all__ = [
     "BACKWARD_STRATEGIES",
@@ -100,7 +102,10 @@ def sampled_product(
         # cannot re-view ("Sparse CSR tensors do not have strides").
         out = G.new_zeros(pattern.nnz)
         target = pattern.to_csr(out)
-        with torch.no_grad():  # out= takes no autograd; SampledProduct differentiates this
+        if torch.is_grad_enabled():
+            with torch.no_grad():  # out= takes no autograd; SampledProduct differentiates this
+                torch.sparse.sampled_addmm(target, G, B.mH, beta=0.0, out=target)
+        else:
             torch.sparse.sampled_addmm(target, G, B.mH, beta=0.0, out=target)
         return out
     return _chunked_gather(pattern, G, B)

@@ -9,6 +9,7 @@ contract names one by one.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -798,10 +799,13 @@ def test_no_columns_in_B(layout: torch.layout, index_dtype: torch.dtype, batched
     assert B.grad.shape == B.shape
 
 
+@pytest.mark.parametrize("batched", RANKS)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS.get)
-def test_autocast_to_bfloat16_computes_in_the_inputs_dtype(layout: torch.layout) -> None:
+def test_autocast_to_bfloat16_computes_in_the_inputs_dtype(
+    layout: torch.layout, batched: bool
+) -> None:
     """torch's CPU sparse kernels have no bfloat16 matmul (COO aborted inside MKL)."""
-    A, B, G = _fixed_problem(True).build(layout=layout, dtype=torch.float32, device="cpu")
+    A, B, G = _fixed_problem(batched).build(layout=layout, dtype=torch.float32, device="cpu")
     A, B = A.requires_grad_(), B.requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         C = sparse_mm(A, B)
@@ -937,5 +941,9 @@ def test_memory_is_read_once_per_call_and_not_for_negligible_sizes(
 def test_public_api() -> None:
     assert sparsegrad_lab.sparse_mm is sparse_mm
     assert set(sparsegrad_lab.BACKWARD_STRATEGIES) == {"sddmm", "gather", "dense"}
-    assert sparse_mm.__kwdefaults__ == {"backward": "sddmm", "pattern": None}
+    parameters = inspect.signature(sparse_mm).parameters
+    assert {k: v.default for k, v in parameters.items() if v.kind == v.KEYWORD_ONLY} == {
+        "backward": "sddmm",
+        "pattern": None,
+    }
     assert sparsegrad_lab.sparsity_pattern is sparsity_pattern
