@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputTypeError, InputValueError
-from .sddmm import sampled_product_workspace_bytes
+from .sddmm import CHUNK_BYTES, sampled_product_workspace_bytes
 
 if TYPE_CHECKING:
     from .implementations import Case
@@ -239,6 +239,12 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
        temporaries.
     5. **A.grad accumulated**: autograd stores a clone of a sparse gradient whose indices
        are shared (:func:`_grad_clone`).
+
+    A small graph -- :math:`Z p e` at most :data:`~sparsegrad_lab.sddmm.CHUNK_BYTES`, no
+    kept pattern -- skips stages 3 and 4: **grad B scatter** computes ``Aᴴ G`` as one
+    gather of ``G``'s rows (:math:`Z p e`), scaled by the (conjugated, :math:`Z e` for
+    complex) values and added into ``B.grad`` (:math:`M p e`), beside a CSR pattern's
+    expanded rows.
     """
     N, M, Z, p, e, i = d.N, d.M, d.Z, d.p, d.elem, d.idx
     if d.layout == "coo":
@@ -272,6 +278,17 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
         f"sampled product (backward={strategy!r})",
         {**alive, **early_rows, **s, "sampled-product workspace": workspace},
     )
+    if not kept and Z * p * e <= CHUNK_BYTES:
+        grad_B = {"grad B": M * p * e}
+        conj = {"conjugated values": Z * e} if d.is_complex else {}
+        scatter = MemoryBreakdown(
+            "grad B scatter",
+            {**alive, **s, **rows, **conj, "scattered terms (nnz x p)": Z * p * e, **grad_B},
+        )
+        accumulate = MemoryBreakdown(
+            "A.grad accumulated", {**alive, **s, **rows, **grad_B, **_grad_clone(d)}
+        )
+        return [fwd_stage, sampled, scatter, accumulate], alive
     fits = max(M, N, Z) < 2**31
     t_i = 4 if fits else 8
     keys = {"sort keys": Z * t_i} if pat_i != t_i else {}
