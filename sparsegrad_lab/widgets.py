@@ -325,7 +325,7 @@ def memory_preview(n: int, density: float, p: int, *, budget: int = LAB_BUDGET_B
 
     >>> print(memory_preview(1000, 0.01, 8, budget=4 * 2**20))
     n = 1000, nnz = 10000, p = 8 -- predicted before measuring:
-     sddmm: 464.86 KiB, will be measured
+     sddmm: 492.19 KiB, will be measured
     gather: 1.06 MiB, will be measured
      dense: 4.04 MiB, over the budget (4.00 MiB): will be refused
     sampled product: dense 8.00e+06 multiply-adds, sddmm and gather 8.00e+04
