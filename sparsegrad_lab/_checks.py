@@ -206,10 +206,11 @@ def _check_shape_of_A(A: Tensor, where: str) -> None:
         raise InputValueError(
             f"{where}: A must be 2-D (n, m) or batched 3-D (b, n, m), got shape {tuple(A.shape)}"
         )
-    if A.layout == torch.sparse_csr and A.values().shape[: A.col_indices().dim()] != (
-        A.col_indices().shape
-    ):
-        check_values_count(A, where)  # torch derives dense_dim from the values: not yet
+    if A.layout == torch.sparse_csr:
+        col_shape = A.col_indices().shape
+        if A.values().shape[: len(col_shape)] != col_shape:
+            check_values_count(A, where)  # torch derives dense_dim from the values: not yet
+    # With dense_dim 0 as well, a CSR A has exactly one value per column index.
     if A.dense_dim() != 0:
         raise InputValueError(
             f"{where}: A is a hybrid sparse tensor (sparse_dim={A.sparse_dim()}, "
@@ -312,7 +313,7 @@ def dtype_from(dtype: Any, name: str = "dtype") -> torch.dtype:
 # ------------------------------------------------------------------- the indices themselves
 
 
-def check_indices(A: Tensor, where: str, name: str = "A") -> None:
+def check_indices(A: Tensor, where: str, name: str = "A", *, values_counted: bool = False) -> None:
     """Raise :class:`InputValueError` unless every index of sparse ``A`` is valid.
 
     torch checks sparse invariants only when asked, and its kernels read out of bounds
@@ -321,7 +322,9 @@ def check_indices(A: Tensor, where: str, name: str = "A") -> None:
     does a search find the first offending entry, so the message can name it. COO: every
     index in range, and a tensor marked coalesced really sorted without duplicates. CSR:
     one value per column index, row pointers starting at 0, never decreasing and ending
-    at nnz, columns in range. ``A`` is a checked sparse matrix on a real device (not meta).
+    at nnz, columns in range. ``A`` is a checked sparse matrix on a real device (not meta);
+    ``values_counted=True`` says that its values were counted already (the input checks of
+    ``sparse_mm`` and ``sampled_mm`` do), which skips that step.
 
     (torch's own validator, ``check_invariants=True``, also requires sorted columns within
     each row -- which no kernel here needs -- and costs as much as the product itself at
@@ -340,7 +343,8 @@ finds them at construction)
         if not _coo_indices_valid(A):
             _explain_coo(A, where, name)
     else:
-        check_values_count(A, where, name)
+        if not values_counted:
+            check_values_count(A, where, name)
         if not _csr_indices_valid(A):
             _explain_csr(A, where, name)
 
@@ -355,17 +359,27 @@ def _coo_indices_valid(A: Tensor) -> bool:
     if not A.is_coalesced() or indices.shape[1] == 1:
         return True
     key = _row_major_keys(indices, A.shape)
+    if indices.shape[1] <= _FEW_ENTRIES:
+        # Two kernels instead of four (two slices, a comparison, an all); the nnz x 8 bytes
+        # of steps it allocates instead of a bool mask stay below 32 KiB here.
+        return int(key.diff().min()) > 0
     return bool((key[1:] > key[:-1]).all())
+
+
+#: Up to this many stored entries a temporary of nnz int64 is negligible (32 KiB) and the
+#: number of kernel calls, not their work, is the cost of a check.
+_FEW_ENTRIES = 4096
 
 
 def _row_major_keys(indices: Tensor, shape: torch.Size) -> Tensor:
     """Each entry's position in the flattened tensor.
 
-    Built in place in one buffer: at 10⁶ entries and more, each fresh temporary of
-    ``nnz`` int64 costs page faults comparable to the arithmetic itself.
+    Built in one buffer, the first step fused (``c + m r``): at 10⁶ entries and more, each
+    fresh temporary of ``nnz`` int64 costs page faults comparable to the arithmetic itself,
+    and at the lessons' few hundred entries each extra kernel costs more than its work.
     """
-    key = indices[0].clone()
-    for axis in range(1, len(shape)):
+    key = torch.add(indices[1], indices[0], alpha=shape[1])
+    for axis in range(2, len(shape)):
         key.mul_(shape[axis]).add_(indices[axis])
     return key
 
@@ -373,6 +387,12 @@ def _row_major_keys(indices: Tensor, shape: torch.Size) -> Tensor:
 def _csr_indices_valid(A: Tensor) -> bool:
     crow, col = A.crow_indices(), A.col_indices()
     nnz = col.shape[-1]
+    if A.dim() == 2 and crow.shape[0] > 1 and nnz > 0:
+        # The common case, read back to Python once instead of five times.
+        lo, hi = torch.aminmax(col)
+        ends = (crow.diff().min(), crow[0], crow[-1], lo, hi)
+        step, first, last, lo_, hi_ = torch.stack(ends).tolist()
+        return step >= 0 and first == 0 and last == nnz and lo_ >= 0 and hi_ < A.shape[-1]
     if A.dim() == 2:  # two scalars: cheaper read one by one than through tensor ops
         if int(crow[0]) != 0 or int(crow[-1]) != nnz:
             return False

@@ -35,7 +35,6 @@ from ._checks import (
     check_sampled_mm_inputs,
     check_sparse_matrix,
     check_sparse_mm_inputs,
-    check_values_count,
 )
 from ._torch_util import element_size
 from .csr_from_values import CooFromValues, coo_from_values, csr_from_values, csr_tensor
@@ -64,7 +63,17 @@ R = TypeVar("R")
 
 def _spmm(pattern: SparsityPattern, values: Tensor, X: Tensor) -> Tensor:
     """``A @ X`` for the CSR matrix (pattern, values), on torch's own CSR kernel."""
-    return _csr_times(pattern.to_csr(values.resolve_conj()), X)
+    return _csr_times(pattern.to_csr(_resolved(values)), X)
+
+
+def _resolved(X: Tensor) -> Tensor:
+    """``X`` with a lazy conjugation materialised; ``X`` itself (no kernel call) when none."""
+    return X.resolve_conj() if X.is_conj() else X
+
+
+def _flat(values: Tensor) -> Tensor:
+    """``values`` as ``(nnz,)``: already so for COO and 2-D CSR, which skip the reshape call."""
+    return values if values.dim() == 1 else values.reshape(-1)
 
 
 def _csr_times(A: Tensor, X: Tensor) -> Tensor:
@@ -73,8 +82,8 @@ def _csr_times(A: Tensor, X: Tensor) -> Tensor:
         # Autocast would cast this product to bfloat16/float16, which torch's CPU CSR
         # kernel does not implement (it aborts for COO input): compute in the inputs' dtype.
         with torch.autocast(X.device.type, enabled=False):
-            return A @ X.resolve_conj()
-    return A @ X.resolve_conj()
+            return A @ _resolved(X)
+    return A @ _resolved(X)
 
 
 def _adjoint_values(values: Tensor, pattern: SparsityPattern) -> tuple[Tensor, SparsityPattern]:
@@ -197,7 +206,7 @@ class SparseMatMulOfA(torch.autograd.Function):
         )
         if A.layout == torch.sparse_csr and A.dim() == 2:
             return _csr_times(A.detach(), B)  # A is its own pattern's CSR matrix
-        return _spmm(pattern, A.values().reshape(-1), B)
+        return _spmm(pattern, _flat(A.values()), B)
 
     @staticmethod
     def backward(ctx: Any, G: Tensor | None) -> tuple[Tensor | None, Tensor | None, None, None]:
@@ -206,7 +215,7 @@ class SparseMatMulOfA(torch.autograd.Function):
         A, B = ctx.saved_tensors
         # Under create_graph, ∇B = Aᴴ G must stay a function of A: its values are read
         # through autograd then, so that a second derivative reaches A.
-        values = values_of(A) if torch.is_grad_enabled() else A.values().reshape(-1)
+        values = values_of(A) if torch.is_grad_enabled() else _flat(A.values())
         grad_values, grad_B = _matmul_backward(
             ctx.pattern,
             ctx.strategy,
@@ -224,7 +233,9 @@ class SparseMatMulOfA(torch.autograd.Function):
                 grad_A = coo_from_values(ctx.indices[0], grad_values, ctx.shape)
             else:
                 crow, col = ctx.indices
-                grad_A = csr_from_values(crow, col, grad_values.reshape(col.shape), ctx.shape)
+                if grad_values.shape != col.shape:  # a batch's values are (b, nnz)
+                    grad_values = grad_values.reshape(col.shape)
+                grad_A = csr_from_values(crow, col, grad_values, ctx.shape)
         return grad_A, grad_B, None, None
 
 
@@ -444,7 +455,7 @@ def sparsity_pattern(A: Tensor) -> SparsityPattern:
     tensor([1., 1., 1.])
     """
     check_sparse_matrix(A, "sparsity_pattern")
-    check_indices(A, "sparsity_pattern")
+    check_indices(A, "sparsity_pattern", values_counted=True)
     return kept_pattern(A)
 
 
@@ -471,12 +482,11 @@ def _pattern_for(
     Returns the kept pattern, or ``None`` when the caller must build one (after its
     memory check, since building allocates).
     """
+    # The input checks counted a CSR A's values already.
     if kept is None or (A.layout == torch.sparse_coo and not A.is_coalesced()):
-        check_indices(A, where)  # before coalesce(), which itself reads the indices
+        check_indices(A, where, values_counted=True)  # before coalesce(), which reads them
     A = coalesced(A)
     if kept is not None:
-        if A.layout == torch.sparse_csr:
-            check_values_count(A, where)
         _check_kept_pattern(kept, A, where)
     return A, kept
 
@@ -574,12 +584,15 @@ def sparse_mm(
             "use backward='sddmm', whose working set stays bounded",
         )
     pattern = kept if kept is not None else pattern_of(A)
+    # A 2-D B is used as it is: even a no-op reshape of a B that requires grad adds an
+    # autograd node to every forward and backward.
+    B2 = B if A.dim() == 2 else B.reshape(b * m, p)
     if A.dim() == 3 and A.layout == torch.sparse_csr:
         # One autograd node reading A: a double backward through SparseMatMulOfA reads A
         # twice, and torch 2.13 corrupts the sum of two batched CSR gradients.
-        C = SparseMatMul.apply(values_of(A), B.reshape(b * m, p), pattern, backward)
+        C = SparseMatMul.apply(values_of(A), B2, pattern, backward)
     else:
-        C = SparseMatMulOfA.apply(A, B.reshape(b * m, p), pattern, backward)
+        C = SparseMatMulOfA.apply(A, B2, pattern, backward)
     return C if A.dim() == 2 else C.view(b, n, p)
 
 

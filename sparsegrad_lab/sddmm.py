@@ -102,11 +102,12 @@ def sampled_product(
         # cannot re-view ("Sparse CSR tensors do not have strides").
         out = G.new_zeros(pattern.nnz)
         target = pattern.to_csr(out)
+        B_h = B.mH if B.is_complex() else B.mT  # mT: one view call less for real B
         if torch.is_grad_enabled():
             with torch.no_grad():  # out= takes no autograd; SampledProduct differentiates this
-                torch.sparse.sampled_addmm(target, G, B.mH, beta=0.0, out=target)
+                torch.sparse.sampled_addmm(target, G, B_h, beta=0.0, out=target)
         else:
-            torch.sparse.sampled_addmm(target, G, B.mH, beta=0.0, out=target)
+            torch.sparse.sampled_addmm(target, G, B_h, beta=0.0, out=target)
         return out
     return _chunked_gather(pattern, G, B)
 
