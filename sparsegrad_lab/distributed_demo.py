@@ -34,6 +34,7 @@ GPU or MPI needed.
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import tempfile
@@ -158,7 +159,9 @@ def _worker(
     # A fresh interpreter: opt out of torch's sparse invariant checks explicitly, as the
     # lessons' setup() does, so torch does not warn on stderr that they are off by default.
     torch.sparse.check_sparse_tensor_invariants.disable()
-    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=address, rank=rank, world_size=world_size, timeout=_TIMEOUT
+    )
     try:
         problem = EdgeWeightProblem(**problem_fields)  # type: ignore[arg-type]
         width = _shard(problem, world_size)
@@ -170,6 +173,11 @@ def _worker(
             torch.save(model.module.values.detach().clone(), out_path)
     finally:
         dist.destroy_process_group()
+
+
+#: How long a process waits for the other (to join, or in a collective) before it gives up
+#: with an error: torch's default, 30 minutes, would look like a frozen lesson.
+_TIMEOUT = datetime.timedelta(seconds=60)
 
 
 def _free_port() -> int:
@@ -194,14 +202,23 @@ def train_distributed(
     import torch.multiprocessing as mp
 
     _shard(problem, world_size)
-    address = f"tcp://127.0.0.1:{_free_port()}"
     with tempfile.TemporaryDirectory() as folder:
         out_path = os.path.join(folder, "values.pt")
-        mp.spawn(
-            _worker,
-            args=(world_size, address, asdict(problem), steps, lr, out_path),
-            nprocs=world_size,
-            join=True,
-        )
+        for attempt in range(2):
+            # The free port is chosen here and bound by rank 0 a moment later; on a busy
+            # machine another process can take it in between, and the group then never
+            # forms (an error after _TIMEOUT). One more try, on a new port, is the remedy.
+            address = f"tcp://127.0.0.1:{_free_port()}"
+            try:
+                mp.spawn(
+                    _worker,
+                    args=(world_size, address, asdict(problem), steps, lr, out_path),
+                    nprocs=world_size,
+                    join=True,
+                )
+                break
+            except (mp.ProcessRaisedException, mp.ProcessExitedException):
+                if attempt == 1:
+                    raise
         values: Tensor = torch.load(out_path)
     return values
