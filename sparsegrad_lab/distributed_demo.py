@@ -23,8 +23,8 @@ would take on all the data. So after any number of steps the weights agree with
 :math:`\nabla L_r` itself is ``sparse_mm``'s sampled product on the pattern; what crosses
 between processes is the dense vector of its ``nnz`` values.
 
-The processes talk through torch's ``gloo`` backend over TCP on ``127.0.0.1``: CPU only, no
-GPU or MPI needed.
+The processes talk through torch's ``gloo`` backend over TCP on the loopback interface: CPU
+only, no GPU or MPI needed.
 
 >>> problem = EdgeWeightProblem(n=40, nnz=160, p=8)
 >>> w = train_single(problem, steps=3)  # one value per stored entry (duplicates merged)
@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import tempfile
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -144,13 +145,19 @@ def _shard(problem: EdgeWeightProblem, world_size: int) -> int:
 def _worker(
     rank: int,
     world_size: int,
-    address: str,
+    rendezvous: str,
     problem_fields: dict[str, float],
     steps: int,
     lr: float,
-    out_path: str,
+    folder: str,
 ) -> None:
-    """One process: join the group, train its shard under DDP, rank 0 saves the values."""
+    """One process: join the group, train its shard under DDP, rank 0 saves the values.
+
+    Each step it reaches is written to ``folder/rank<r>.step``, so a run that overruns its
+    deadline can say where each process was.
+    """
+    step = Path(folder) / f"rank{rank}.step"
+    step.write_text("joining the process group")
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -159,10 +166,14 @@ def _worker(
     # A fresh interpreter: opt out of torch's sparse invariant checks explicitly, as the
     # lessons' setup() does, so torch does not warn on stderr that they are off by default.
     torch.sparse.check_sparse_tensor_invariants.disable()
+    # Every process is on this machine: gloo talks over loopback, instead of the address
+    # the host name resolves to (a lookup that can stall, or an interface that is filtered).
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     dist.init_process_group(
-        "gloo", init_method=address, rank=rank, world_size=world_size, timeout=_TIMEOUT
+        "gloo", init_method=rendezvous, rank=rank, world_size=world_size, timeout=_TIMEOUT
     )
     try:
+        step.write_text("training")
         problem = EdgeWeightProblem(**problem_fields)  # type: ignore[arg-type]
         width = _shard(problem, world_size)
         indices, _, X, Y = problem.tensors()
@@ -170,55 +181,86 @@ def _worker(
         model = DistributedDataParallel(EdgeWeights(indices, problem.n))
         _train(model, X[:, columns], Y[:, columns], steps, lr)
         if rank == 0:
-            torch.save(model.module.values.detach().clone(), out_path)
+            torch.save(model.module.values.detach().clone(), Path(folder) / "values.pt")
+        step.write_text("leaving the process group")
     finally:
         dist.destroy_process_group()
+    step.write_text("done")
 
 
-#: How long a process waits for the other (to join, or in a collective) before it gives up
+#: How long a process waits for the others (to join, or in a collective) before it gives up
 #: with an error: torch's default, 30 minutes, would look like a frozen lesson.
 _TIMEOUT = datetime.timedelta(seconds=60)
+#: How long the parent waits for the whole run (start-up included; a run takes a few seconds)
+#: before it kills every process it started and reports where each one was.
+DEADLINE_S = 120.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _run_processes(
+    world_size: int, args: tuple[object, ...], folder: Path, deadline_s: float
+) -> None:
+    """Start ``world_size`` workers and wait for all of them, at most ``deadline_s`` seconds.
+
+    The workers are daemonic and killed at the deadline, so nothing outlives this call: a
+    process left behind would keep a notebook's kernel, or pytest, from ever exiting.
+    """
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(
+        _worker, args=args, nprocs=world_size, join=False, daemon=True, start_method="spawn"
+    )
+    give_up = time.monotonic() + deadline_s
+    try:
+        while not context.join(timeout=0.5):  # raises if a worker failed
+            if time.monotonic() > give_up:
+                where = ", ".join(
+                    f"rank {rank}: {_step(folder, rank)}"
+                    for rank, process in enumerate(context.processes)
+                    if process.is_alive()
+                )
+                raise TimeoutError(
+                    f"train_distributed: the processes did not finish within {deadline_s:.0f} s "
+                    f"(still running: {where}); they were stopped"
+                )
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+            process.join()
+
+
+def _step(folder: Path, rank: int) -> str:
+    path = folder / f"rank{rank}.step"
+    return path.read_text() if path.exists() else "starting Python"
 
 
 def train_distributed(
-    problem: EdgeWeightProblem, world_size: int = 2, steps: int = 50, lr: float = 0.01
+    problem: EdgeWeightProblem,
+    world_size: int = 2,
+    steps: int = 50,
+    lr: float = 0.01,
+    deadline_s: float = DEADLINE_S,
 ) -> Tensor:
     """Train with ``world_size`` CPU processes under ``DistributedDataParallel`` (gloo).
 
     Each process trains on ``p / world_size`` of the signals; returns rank 0's learned values,
-    which equal :func:`train_single`'s up to rounding (see the module docstring).
+    which equal :func:`train_single`'s up to rounding (see the module docstring). The
+    processes meet through a file in a temporary folder (no port to pick, so none to lose
+    to another program) and talk over loopback.
 
     Raises
     ------
     InputValueError
         If ``world_size`` does not divide ``problem.p``.
+    TimeoutError
+        If the processes have not finished after ``deadline_s`` seconds; they are stopped
+        first, and the message says what each was doing.
     """
-    import torch.multiprocessing as mp
-
     _shard(problem, world_size)
-    with tempfile.TemporaryDirectory() as folder:
-        out_path = os.path.join(folder, "values.pt")
-        for attempt in range(2):
-            # The free port is chosen here and bound by rank 0 a moment later; on a busy
-            # machine another process can take it in between, and the group then never
-            # forms (an error after _TIMEOUT). One more try, on a new port, is the remedy.
-            address = f"tcp://127.0.0.1:{_free_port()}"
-            try:
-                mp.spawn(
-                    _worker,
-                    args=(world_size, address, asdict(problem), steps, lr, out_path),
-                    nprocs=world_size,
-                    join=True,
-                )
-                break
-            except (mp.ProcessRaisedException, mp.ProcessExitedException):
-                if attempt == 1:
-                    raise
-        values: Tensor = torch.load(out_path)
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        rendezvous = (folder / "rendezvous").as_uri()
+        args = (world_size, rendezvous, asdict(problem), steps, lr, str(folder))
+        _run_processes(world_size, args, folder, deadline_s)
+        values: Tensor = torch.load(folder / "values.pt")
     return values

@@ -44,3 +44,14 @@ def test_one_shard_alone_would_learn_other_weights():
 def test_world_size_must_split_the_signals_evenly():
     with pytest.raises(InputValueError, match=r"divide the number of signals p = 8.*world_size=3"):
         train_distributed(EdgeWeightProblem(n=20, nnz=40, p=8), world_size=3, steps=1)
+
+
+@pytest.mark.timeout(120)
+def test_a_run_past_its_deadline_is_stopped_and_says_where_it_was():
+    """No process outlives the call: one left behind would keep pytest or a kernel alive."""
+    import multiprocessing
+
+    problem = EdgeWeightProblem(n=60, nnz=300, p=8, seed=3)
+    with pytest.raises(TimeoutError, match=r"within 3 s \(still running: rank 0: .*\)"):
+        train_distributed(problem, world_size=2, steps=10**9, deadline_s=3)
+    assert multiprocessing.active_children() == []
