@@ -23,14 +23,19 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# Two pytest-xdist workers, one per core of the 2-core machines CI and Binder have; each test
+# module (and each lesson's cells) stays in one worker, in order (conftest.py: one thread each).
+# A plain `pytest ...` runs in one process, for a single test or a debugger.
+PYTEST := $(PY) -m pytest -n 2 --dist loadscope
+
 # The full suite CI runs: lint, unit tests, doctests, the lessons (nbval, each within its time
 # and memory budget) and the browser check.
 test: lint
-	$(PY) -m pytest
+	$(PYTEST)
 
 # The inner loop: lint, unit tests and doctests; no lessons, no browser.
 test-fast: lint
-	$(PY) -m pytest tests sparsegrad_lab --ignore=tests/test_browser.py
+	$(PYTEST) tests sparsegrad_lab --ignore=tests/test_browser.py
 
 bench: $(STAMP)
 	$(PY) -m sparsegrad_lab bench

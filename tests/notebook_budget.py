@@ -7,7 +7,9 @@ resident memory of pytest's whole child process tree (the kernel and whatever it
 as a fresh-process measurement) every 50 ms, and after the notebook's last cell checks the
 lesson's budget. A lesson over budget fails its last cell with the numbers, before it fails a
 learner on Binder (2 GiB in all). So ``make test`` executes each lesson once for nbval and
-its budget instead of twice; the summary lists what every lesson took.
+its budget instead of twice; the summary lists what every lesson took. Under pytest-xdist a
+lesson's cells all run in one worker (``--dist loadscope``), which measures them; the numbers
+reach the summary on the last cell's report.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class _Run:
 _last_cell: dict[Path, str] = {}
 _running: dict[Path, _Run] = {}
 _measured: dict[str, tuple[float, int]] = {}
+_BUDGET_PROPERTY = "lesson_time_s_and_peak_bytes"
 
 
 def _is_cell(item: pytest.Item) -> bool:
@@ -111,11 +114,20 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     if run is not None and _last_cell.get(item.path) == item.nodeid:
         del _running[item.path]
         elapsed, peak = time.perf_counter() - run.start, run.sampler.stop()
-        _measured[item.path.name] = (elapsed, peak)
+        # Kept on the report, so the summary sees it under pytest-xdist too (the cells ran in
+        # a worker, the summary is written by the controller).
+        item.user_properties.append((_BUDGET_PROPERTY, (item.path.name, elapsed, peak)))
         problem = over_budget(item.path.name, elapsed, peak)
         if problem is not None:
             raise AssertionError(problem)
     return result
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for key, value in report.user_properties:
+        if key == _BUDGET_PROPERTY and report.when == "call":
+            name, elapsed, peak = value
+            _measured[name] = (elapsed, peak)
 
 
 def pytest_sessionfinish() -> None:
