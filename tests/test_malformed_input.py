@@ -3,22 +3,18 @@
 The suite runs with torch's invariant checks ON (``conftest.py``), which would catch these
 tensors at construction and hide what a user sees: there the checks are off, and torch's
 kernels read the bad indices out of bounds -- an abort, a segfault or uninitialised memory.
-So each case runs in a child process with the checks OFF; the child exits 0 only after
-catching ``InputValueError`` with the expected message, so a crash (any other exit status)
-fails the test instead of killing pytest.
+So each case runs in a child process with the checks OFF (``child_process.run_in_child``:
+a fork of a server that imported torch, in torch's default state); the child exits 0 only
+after catching ``InputValueError`` with the expected message, so a crash (any other exit
+status) fails the test instead of killing pytest.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from child_process import run_in_child
 
 _CHILD = """
 import sys
@@ -141,10 +137,6 @@ CASES: dict[str, tuple[str, str]] = {
 def test_malformed_input_raises_in_a_child_process_with_checks_off(name: str) -> None:
     call, expected = CASES[name]
     code = _CHILD.format(call=textwrap.indent(call, "    "), expected=expected)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    child = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
-    )
-    output = child.stdout + child.stderr
-    assert child.returncode == 0, f"exit status {child.returncode}:\n{output}"
-    assert expected in child.stdout
+    status, output = run_in_child(code)
+    assert status == 0, f"exit status {status}:\n{output}"
+    assert expected in output
