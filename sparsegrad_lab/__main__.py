@@ -180,7 +180,7 @@ def _bench(args: argparse.Namespace) -> int:
     from .measurement import silence_torch_sparse_notices
     from .timing import measure_copy_bandwidth
 
-    silence_torch_sparse_notices()  # every run here uses CSR on purpose
+    silence_torch_sparse_notices()  # torchsparsegradutils builds tensors without naming the checks
     unknown = [impl for impl in args.impls if impl not in IMPLEMENTATIONS]
     if unknown:
         print(f"--impls: unknown {unknown}; choose from {list(IMPLEMENTATIONS)}", file=sys.stderr)

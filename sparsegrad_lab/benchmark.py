@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_indices
+from ._checks import check_indices, check_int
 from .errors import InputValueError, MemoryBudgetError
 from .implementations import IMPLEMENTATIONS, Case, MatMul, get_implementation, make_inputs
 from .measurement import measure_in_fresh_process, measure_peak_bytes
@@ -454,9 +454,7 @@ def run_benchmark(
     for impl in impls:
         get_implementation(impl)
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise InputValueError(f"run_benchmark: threads must be an int >= 1, got {threads!r}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_int(threads, "threads", "run_benchmark", minimum=1))
     # The child processes that measure memory run with the same count as the timing.
     threads = torch.get_num_threads()
     results = plan(cases, impls, memory_limit_bytes)

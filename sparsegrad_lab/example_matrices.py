@@ -30,13 +30,12 @@ get; the lessons' widgets pass ``budget=`` :data:`~sparsegrad_lab.memory_guard.L
 from __future__ import annotations
 
 import math
-import numbers
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import Tensor
 
-from ._checks import parse_layout
+from ._checks import check_int, check_real, parse_layout
 from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError, format_bytes
 from .memory_guard import check_fits
@@ -77,22 +76,6 @@ _MAX_ROUNDS = 40
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(func: str, name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputTypeError(f"{func}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise InputValueError(f"{func}: {name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_real(func: str, name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputTypeError(f"{func}: {name} must be a real number, got {type(value).__name__}")
-    if not low <= float(value) <= high:  # also refuses NaN
-        raise InputValueError(f"{func}: {name} must lie in [{low}, {high}], got {value}")
-    return float(value)
-
-
 def _check_dtype(func: str, dtype: Any) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype.is_complex):
         raise InputTypeError(
@@ -125,7 +108,7 @@ def _guard(
 ) -> None:
     """Refuse (:class:`MemoryBudgetError`) before generating a matrix that would not fit."""
     if budget is not None:
-        _check_int(func, "budget", budget, 0)
+        check_int(budget, "budget", func, minimum=0)
     stored = _predicted_bytes(nnz, shape[0], layout, dtype)
     check_fits(
         _GENERATION_PEAK_FACTOR * stored,
@@ -142,7 +125,7 @@ def _guard(
 
 
 def _generator(func: str, seed: Any) -> torch.Generator:
-    return torch.Generator().manual_seed(_check_int(func, "seed", seed, 0))
+    return torch.Generator().manual_seed(check_int(seed, "seed", func, minimum=0))
 
 
 def _random_options(
@@ -269,7 +252,7 @@ def uniform_random(
     (torch.sparse_csr, torch.Size([1000, 2000]), 2000)
     """
     func = "uniform_random"
-    n, m = _check_int(func, "n", n, 1), _check_int(func, "m", m, 1)
+    n, m = check_int(n, "n", func, minimum=1), check_int(m, "m", func, minimum=1)
     total = n * m
     if total >= _MAX_POSITIONS:
         raise InputValueError(f"{func}: n * m must be below 2**62, got {n} x {m}")
@@ -278,9 +261,9 @@ def uniform_random(
             f"{func}: give exactly one of density and nnz, got density={density!r}, nnz={nnz!r}"
         )
     if density is not None:
-        k = round(_check_real(func, "density", density, 0.0, 1.0) * total)
+        k = round(check_real(density, "density", func, low=0.0, high=1.0) * total)
     else:
-        k = _check_int(func, "nnz", nnz, 0)
+        k = check_int(nnz, "nnz", func, minimum=0)
         if k > total:
             raise InputValueError(
                 f"{func}: nnz must be at most n * m = {total} for a {n} x {m} matrix, got {k}"
@@ -315,8 +298,8 @@ def banded(
     (13, [1.0, 1.0, 0.0, 0.0, 0.0])
     """
     func = "banded"
-    n = _check_int(func, "n", n, 1)
-    w = min(_check_int(func, "bandwidth", bandwidth, 0), n - 1)
+    n = check_int(n, "n", func, minimum=1)
+    w = min(check_int(bandwidth, "bandwidth", func, minimum=0), n - 1)
     layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     nnz = n * (2 * w + 1) - w * (w + 1)
     _guard(func, nnz, (n, n), layout_, dtype_, budget)
@@ -358,9 +341,9 @@ def random_block_diagonal(
     (20, 4)
     """
     func = "random_block_diagonal"
-    n = _check_int(func, "n", n, 1)
-    size = min(_check_int(func, "block_size", block_size, 1), n)
-    fraction = _check_real(func, "density", density, 0.0, 1.0)
+    n = check_int(n, "n", func, minimum=1)
+    size = min(check_int(block_size, "block_size", func, minimum=1), n)
+    fraction = check_real(density, "density", func, low=0.0, high=1.0)
     layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
     q, r = divmod(n, size)
     full = q * size * size  # positions inside the q full blocks
@@ -426,9 +409,9 @@ def power_law_graph(
     (800, True)
     """
     func = "power_law_graph"
-    n = _check_int(func, "n", n, 2)
-    degree = _check_real(func, "avg_degree", avg_degree, 0.0, n - 1.0)
-    gamma = _check_real(func, "exponent", exponent, -math.inf, math.inf)
+    n = check_int(n, "n", func, minimum=2)
+    degree = check_real(avg_degree, "avg_degree", func, low=0.0, high=n - 1.0)
+    gamma = check_real(exponent, "exponent", func, low=-math.inf, high=math.inf)
     if not 1.0 < gamma < math.inf:
         raise InputValueError(f"{func}: exponent must be > 1 (and finite), got {exponent}")
     layout_, dtype_, kind, gen = _random_options(func, layout, dtype, values, seed)
@@ -523,7 +506,7 @@ def grid_laplacian(
     (torch.Size([9, 9]), 33, [2.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 2.0])
     """
     func = "grid_laplacian"
-    rows, cols = _check_int(func, "rows", rows, 1), _check_int(func, "cols", cols, 1)
+    rows, cols = check_int(rows, "rows", func, minimum=1), check_int(cols, "cols", func, minimum=1)
     layout_, dtype_ = parse_layout(layout, func), _check_dtype(func, dtype)
     size = rows * cols
     nnz = 5 * size - 2 * rows - 2 * cols
@@ -717,6 +700,6 @@ def make_matrix(
         raise InputValueError(
             f"make_matrix: kind must be one of {sorted(MATRIX_KINDS)}, got {kind!r}"
         )
-    n = _check_int("make_matrix", "n", n, 2)
-    _check_real("make_matrix", "density", density, 0.0, 1.0)
+    n = check_int(n, "n", "make_matrix", minimum=2)
+    check_real(density, "density", "make_matrix", low=0.0, high=1.0)
     return MATRIX_KINDS[kind](n, density, seed, layout=layout, dtype=dtype, budget=budget)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from . import csr_tensor
-from ._checks import dtype_from, layout_name, parse_layout
+from ._checks import check_int, dtype_from, layout_name, parse_layout
 from .batching import stack_csr
 from .errors import InputTypeError, InputValueError
 from .example_matrices import uniform_random
@@ -54,12 +54,6 @@ MatMul = Callable[[Tensor, Tensor], Tensor]
 
 
 # ---------------------------------------------------------------------------- the case
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InputValueError(f"Case: {name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,7 @@ class Case:
 
     def __post_init__(self) -> None:
         for name, low in (("n", 1), ("m", 1), ("nnz", 0), ("p", 1), ("batch", 1), ("seed", 0)):
-            _check_int(name, getattr(self, name), low)
+            check_int(getattr(self, name), name, "Case", minimum=low)
         if self.nnz > self.n * self.m:
             raise InputValueError(
                 f"Case: nnz={self.nnz} does not fit in a {self.n} x {self.m} matrix "

@@ -25,13 +25,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from .implementations import Case, get_implementation, make_inputs
-from .memory_guard import _meminfo_kib
+from .memory_guard import proc_field_kib
 
 __all__ = [
     "FreshMeasurement",
@@ -40,16 +39,14 @@ __all__ = [
     "silence_torch_sparse_notices",
 ]
 
-_PROC_STATUS = Path("/proc/self/status")
-
 
 def silence_torch_sparse_notices() -> None:
-    """Filter torch's two sparse notices, for processes that only measure or benchmark.
+    """Filter torch's invariant-check notice, for processes that only measure or benchmark.
 
-    torch warns once that CSR support is in beta, and torchsparsegradutils builds sparse
-    tensors without saying whether to check their invariants, which makes torch warn too.
+    torchsparsegradutils builds sparse tensors without saying whether to check their
+    invariants, which makes torch warn. (The CSR beta notice is spent by ``import
+    sparsegrad_lab``, see ``_torch_util``.)
     """
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
@@ -147,7 +144,7 @@ class FreshMeasurement:
 
 
 def _status_bytes(key: str) -> int | None:
-    kib = _meminfo_kib(key, _PROC_STATUS)
+    kib = proc_field_kib(key)
     return None if kib is None else kib * 1024
 
 

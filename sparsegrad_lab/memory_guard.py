@@ -47,6 +47,7 @@ __all__ = [
     "available_bytes",
     "check_fits",
     "guarded",
+    "proc_field_kib",
 ]
 
 #: The budget of the lessons' sweeps and widgets: 512 MiB of extra memory per operation.
@@ -120,7 +121,14 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _meminfo_kib(key: str, path: Path) -> int | None:
+def proc_field_kib(key: str, path: Path = _PROC_SELF / "status") -> int | None:
+    """The ``key:`` field of a ``/proc`` file in KiB (``/proc/self/status`` unless told).
+
+    ``None`` when the file or the field is missing (not Linux, a restricted sandbox).
+
+    >>> (proc_field_kib("VmRSS") or 1) > 0
+    True
+    """
     try:
         with path.open() as lines:
             for line in lines:
@@ -132,7 +140,7 @@ def _meminfo_kib(key: str, path: Path) -> int | None:
 
 
 def _host_available() -> int:
-    kib = _meminfo_kib("MemAvailable", _MEMINFO)
+    kib = proc_field_kib("MemAvailable", _MEMINFO)
     if kib is not None:
         return kib * 1024
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -205,7 +213,7 @@ def _address_space_headroom(proc_self: Path = _PROC_SELF) -> list[int]:
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return []
-    mapped_kib = _meminfo_kib("VmSize", proc_self / "status") or 0
+    mapped_kib = proc_field_kib("VmSize", proc_self / "status") or 0
     return [soft - mapped_kib * 1024]
 
 

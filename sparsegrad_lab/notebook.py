@@ -70,11 +70,11 @@ def setup(seed: int = 0) -> str:
     * ``random``, numpy (if installed) and torch are seeded with ``seed``; torch's threads
       are capped at the container's CPU quota (Binder's cgroup limit), which torch does not
       see: oversubscribed threads made small steps twenty times slower.
-    * torch's one-time "Sparse CSR tensor support is in beta state" warning is filtered at
-      its source (its text carries a per-run path, so it would never match a saved output),
-      and sparse invariant checks are explicitly switched off, which answers torch's "checks
+    * sparse invariant checks are explicitly switched off, which answers torch's "checks
       are implicitly disabled" warning: the checks allocate and take time on every sparse
-      tensor built, which would distort the lessons' memory and time measurements.
+      tensor built, which would distort the lessons' memory and time measurements. (torch's
+      one-time "Sparse CSR tensor support is in beta state" notice needs no filter here:
+      ``import sparsegrad_lab`` has already spent it, see ``_torch_util``.)
     * matplotlib (if installed) gets one figure size, resolution and font size.
 
     Returns a line naming the versions in use, which the notebooks print; it warns when
@@ -92,7 +92,6 @@ def setup(seed: int = 0) -> str:
         numpy.random.seed(seed)
     except ImportError:
         pass
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
     torch.sparse.check_sparse_tensor_invariants.disable()
     try:
         from .plots import use_lesson_style

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from ._checks import check_int
 from .errors import InputTypeError, InputValueError
 from .implementations import IMPLEMENTATIONS
 from .memory_model import storage_bytes
@@ -667,11 +668,8 @@ def plot_gradient_entry(
             "columns p"
         )
     (n, p), m = G.shape, B.shape[0]
-    for name, index, bound in (("i", i, n), ("j", j, m)):
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise InputTypeError(f"{func}: {name} must be an int, got {type(index).__name__}")
-        if not 0 <= index < bound:
-            raise InputValueError(f"{func}: {name} must lie in [0, {bound}), got {index}")
+    i = check_int(i, "i", func, minimum=0, below=n)
+    j = check_int(j, "j", func, minimum=0, below=m)
     G64 = G.detach().to(torch.complex128 if G.is_complex() or B.is_complex() else torch.float64)
     B64 = B.detach().to(G64.dtype)
     value = (G64[i] * B64[j].conj()).sum().item()

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import torch
 
+from ._checks import check_int
 from .errors import InputValueError
 from .implementations import Case, get_implementation, make_inputs
 from .measurement import measure_peak_bytes
@@ -231,12 +232,6 @@ def _short(value: float) -> str:
 # ----------------------------------------------------------------------------- cases
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InputValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def _check_density(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
         raise InputValueError(f"{name} must be a number in (0, 1], got {value!r}")
@@ -266,11 +261,11 @@ def _merge_base(base: Mapping[str, Any] | None) -> dict[str, Any]:
 def _nnz(parameter: str, value: int | float, base: Mapping[str, Any], n: int, m: int) -> int:
     """Stored entries at one point: swept, or from ``base``'s nnz, density or nnz per row."""
     if parameter == "nnz":
-        return _check_int("values (nnz)", value, 0)
+        return check_int(value, "values (nnz)", "sweep", minimum=0)
     if parameter == "density":
         return max(1, round(_check_density("values (density)", value) * n * m))
     if "nnz" in base:
-        return _check_int("base['nnz']", base["nnz"], 0)
+        return check_int(base["nnz"], "base['nnz']", "sweep", minimum=0)
     if "density" in base:
         return max(1, round(_check_density("base['density']", base["density"]) * n * m))
     per_row = base["nnz_per_row"]
@@ -281,16 +276,18 @@ def _nnz(parameter: str, value: int | float, base: Mapping[str, Any], n: int, m:
 
 def _case(parameter: str, value: int | float, base: Mapping[str, Any], device: str) -> Case:
     """The case at one point: ``m`` follows ``n`` unless ``base`` fixes it."""
-    n = _check_int(
-        "values (n)" if parameter == "n" else "base['n']",
+    n = check_int(
         value if parameter == "n" else base["n"],
-        1,
+        "values (n)" if parameter == "n" else "base['n']",
+        "sweep",
+        minimum=1,
     )
-    m = _check_int("base['m']", base["m"], 1) if "m" in base else n
-    p = _check_int(
-        "values (p)" if parameter == "p" else "base['p']",
+    m = check_int(base["m"], "base['m']", "sweep", minimum=1) if "m" in base else n
+    p = check_int(
         value if parameter == "p" else base["p"],
-        1,
+        "values (p)" if parameter == "p" else "base['p']",
+        "sweep",
+        minimum=1,
     )
     nnz = _nnz(parameter, value, base, n, m)
     if nnz > n * m:
@@ -385,8 +382,8 @@ def sweep(
         raise InputValueError(f"parameter must be one of {PARAMETERS}, got {parameter!r}")
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:
         raise InputValueError(f"values must be a non-empty sequence of numbers, got {values!r}")
-    _check_int("repeats", repeats, 1)
-    _check_int("budget", budget, 0)
+    check_int(repeats, "repeats", "sweep", minimum=1)
+    check_int(budget, "budget", "sweep", minimum=0)
     merged = _merge_base(base)
     impls = tuple(impls)
     if not impls:

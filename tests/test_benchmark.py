@@ -12,7 +12,7 @@ import torch
 from sparsegrad_lab import benchmark as bench
 from sparsegrad_lab import benchmark_report as report
 from sparsegrad_lab.__main__ import main
-from sparsegrad_lab.errors import InputValueError
+from sparsegrad_lab.errors import InputTypeError, InputValueError
 from sparsegrad_lab.implementations import IMPLEMENTATIONS, Case
 from sparsegrad_lab.memory_model import predict_peak_bytes
 
@@ -279,8 +279,11 @@ def test_threads_are_set_recorded_and_checked(restore_threads: object) -> None:
         progress=False,
     )
     assert torch.get_num_threads() == wanted and r.threads == wanted
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(InputValueError, match="threads must be an int >= 1"):
+    for bad in (0, -1):
+        with pytest.raises(InputValueError, match="run_benchmark: threads must be >= 1"):
+            bench.run_benchmark(cases, impls=["sddmm"], threads=bad, progress=False)
+    for bad in (1.5, True):
+        with pytest.raises(InputTypeError, match="run_benchmark: threads must be an int"):
             bench.run_benchmark(cases, impls=["sddmm"], threads=bad, progress=False)  # type: ignore[arg-type]
     for bad in ("0", "-2", "two"):
         with pytest.raises(SystemExit) as exit_info:

@@ -16,7 +16,7 @@ from testing import CUDA_DEVICE_PARAMS
 from sparsegrad_lab import MemoryBudgetError
 from sparsegrad_lab import memory_model as model
 from sparsegrad_lab import sweep as sweep_module
-from sparsegrad_lab.errors import InputValueError
+from sparsegrad_lab.errors import InputTypeError, InputValueError
 from sparsegrad_lab.implementations import Case, make_inputs
 from sparsegrad_lab.memory_guard import check_fits
 from sparsegrad_lab.sweep import SweepResult, sweep
@@ -170,9 +170,8 @@ def test_model_only_sweep_matches_predict_peak_bytes_and_feeds_the_plots() -> No
         (("n", [10]), {"impls": ["torch_coo"]}, "torch_coo runs torch.sparse.mm on a COO A"),
         (("nnz", [500]), {"base": {"n": 10}}, "nnz=500 does not fit in an 10 x 10 matrix"),
         (("density", [1.5]), {}, r"values \(density\) must be a number in \(0, 1\], got 1.5"),
-        (("n", [0]), {}, r"values \(n\) must be an int >= 1, got 0"),
-        (("p", [2.5]), {}, r"values \(p\) must be an int >= 1, got 2.5"),
-        (("n", [10]), {"repeats": 0}, "repeats must be an int >= 1, got 0"),
+        (("n", [0]), {}, r"sweep: values \(n\) must be >= 1, got 0"),
+        (("n", [10]), {"repeats": 0}, "sweep: repeats must be >= 1, got 0"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_clear_message(
@@ -180,6 +179,11 @@ def test_bad_arguments_are_refused_with_a_clear_message(
 ) -> None:
     with pytest.raises(InputValueError, match=match):
         sweep(*args, measure=False, progress=False, **kwargs)
+
+
+def test_a_size_that_is_not_an_int_is_a_type_error() -> None:
+    with pytest.raises(InputTypeError, match=r"sweep: values \(p\) must be an int, got float"):
+        sweep("p", [2.5], measure=False, progress=False)
 
 
 def test_sweep_runs_without_tqdm(
