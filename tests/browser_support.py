@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
@@ -49,6 +49,7 @@ __all__ = [
     "LabServer",
     "Timeouts",
     "find_chromium",
+    "launched_chromium",
     "open_page",
     "running_jupyter_lab",
 ]
@@ -98,6 +99,19 @@ class Timeouts:
 
 
 # ------------------------------------------------------------------------------- the browser
+
+
+@contextlib.contextmanager
+def launched_chromium(executable: str) -> Iterator[Browser]:
+    """Headless Chromium at ``executable``, with :data:`CHROMIUM_ARGS`, closed afterwards."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True, timeout=60_000
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def find_chromium() -> str | None:

@@ -30,16 +30,16 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser_support import (
-    CHROMIUM_ARGS,
     BrowserCheckError,
     LabNotebook,
     LabServer,
     Timeouts,
     find_chromium,
+    launched_chromium,
     open_page,
     running_jupyter_lab,
 )
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from playwright.sync_api import Error as PlaywrightError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,14 +70,8 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=chromium, args=CHROMIUM_ARGS, headless=True, timeout=60_000
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium(chromium) as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from browser_support import CHROMIUM_ARGS, find_chromium
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from browser_support import find_chromium, launched_chromium
+from playwright.sync_api import Browser, Page, Route
 
 from sparsegrad_lab.notebook import colab_url
 
@@ -99,14 +99,8 @@ def browser() -> Iterator[Browser]:
     chromium = find_chromium()
     if chromium is None:
         _skip_or_fail("no Chromium found (Debian's `chromium`; .ci/run installs it)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=chromium, args=CHROMIUM_ARGS, headless=True, timeout=60_000
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium(chromium) as launched:
+        yield launched
 
 
 class OfflinePage:
