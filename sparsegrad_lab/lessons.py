@@ -238,6 +238,11 @@ _PROSE_RULES: list[tuple[re.Pattern[str], str]] = [
         "Write each solution in the cell that raises `NotImplementedError`",
     ),
 ]
+# "Try first, then compare." -- with the solution, which the edition no longer has.
+_COMPARE_WITH_SOLUTION = (
+    re.compile(r"\bTry (?:it )?first, then compare\b", re.I),
+    "Run the check cell after each of your solutions",
+)
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
 # "(solutions hidden: click a collapsed cell to reveal it)", dropped as a whole.
 _HIDDEN_ASIDE = re.compile(r"\s*\(solutions? (?:are )?(?:hidden|collapsed)\b[^()]*\)", re.I)
@@ -282,7 +287,7 @@ def student_markdown(text: str, where: str = "a markdown cell") -> str:
                     f"student edition: {where} says solutions are hidden in a way no rule "
                     f"rewrites: {sentence.strip()!r}; add a rule to lessons._PROSE_RULES"
                 )
-        out.append(sentence)
+        out.append(_COMPARE_WITH_SOLUTION[0].sub(_COMPARE_WITH_SOLUTION[1], sentence))
     return "".join(part + sep for part, sep in zip(out, [*separators, ""], strict=True))
 
 

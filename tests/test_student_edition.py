@@ -195,6 +195,8 @@ def test_prose_no_longer_speaks_of_collapsed_solutions(
             # Rewriting the rewritten text changes nothing: no sentence left to fix.
             assert student_markdown(text) == text, f"{lesson.name}, cell {index + 1}"
             assert "collapsed cell" not in text.lower(), f"{lesson.name}, cell {index + 1}"
+            # nothing to compare with: the solutions are gone
+            assert "then compare" not in text.lower(), f"{lesson.name}, cell {index + 1}"
 
 
 # ------------------------------------------------------------------- the pure functions
@@ -244,6 +246,10 @@ def test_stub_without_names_still_says_what_to_do() -> None:
             "Before.\n<details>\n<summary>Show the answer</summary>\n\nBecause $n m$.\n"
             "</details>\nAfter.",
             "Before.\n*Write your answer here.*\nAfter.",
+        ),
+        (
+            "Try first, then compare. Exercise 3 is harder.",
+            "Run the check cell after each of your solutions. Exercise 3 is harder.",
         ),
         # other hidden things and other details blocks are left alone
         ("For the hidden true weights we take shares.", None),
