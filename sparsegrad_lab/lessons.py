@@ -241,7 +241,7 @@ _PROSE_RULES: list[tuple[re.Pattern[str], str]] = [
 # "Try first, then compare." -- with the solution, which the edition no longer has.
 _COMPARE_WITH_SOLUTION = (
     re.compile(r"\bTry (?:it )?first, then compare\b", re.I),
-    "Run the check cell after each of your solutions",
+    "Try each one yourself before running its check",
 )
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
 # "(solutions hidden: click a collapsed cell to reveal it)", dropped as a whole.

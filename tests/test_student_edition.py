@@ -249,7 +249,7 @@ def test_stub_without_names_still_says_what_to_do() -> None:
         ),
         (
             "Try first, then compare. Exercise 3 is harder.",
-            "Run the check cell after each of your solutions. Exercise 3 is harder.",
+            "Try each one yourself before running its check. Exercise 3 is harder.",
         ),
         # other hidden things and other details blocks are left alone
         ("For the hidden true weights we take shares.", None),
