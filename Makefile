@@ -33,9 +33,10 @@ PYTEST := $(PY) -m pytest -n 2 --dist loadscope
 test: lint
 	$(PYTEST)
 
-# The inner loop: lint, unit tests and doctests; no lessons, no browser.
+# The inner loop: lint, unit tests and doctests; nothing marked slow (no lesson is executed,
+# no browser, wheel or site build).
 test-fast: lint
-	$(PYTEST) tests sparsegrad_lab --ignore=tests/test_browser.py
+	$(PYTEST) tests sparsegrad_lab -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m sparsegrad_lab bench
