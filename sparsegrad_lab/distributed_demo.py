@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -168,7 +169,9 @@ def _worker(
     torch.sparse.check_sparse_tensor_invariants.disable()
     # Every process is on this machine: gloo talks over loopback, instead of the address
     # the host name resolves to (a lookup that can stall, or an interface that is filtered).
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    loopback = _loopback_interface()
+    if loopback is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback)
     dist.init_process_group(
         "gloo", init_method=rendezvous, rank=rank, world_size=world_size, timeout=_TIMEOUT
     )
@@ -227,6 +230,15 @@ def _run_processes(
             if process.is_alive():
                 process.kill()
             process.join()
+
+
+def _loopback_interface() -> str | None:
+    """The loopback interface's name (``lo`` on Linux, ``lo0`` on macOS), if there is one."""
+    try:
+        names = {name for _, name in socket.if_nameindex()}
+    except OSError:
+        return None
+    return next((name for name in ("lo", "lo0") if name in names), None)
 
 
 def _step(folder: Path, rank: int) -> str:
