@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import sys
 import tempfile
 
@@ -24,7 +25,11 @@ _CONTEXT.set_forkserver_preload(["torch", "sparsegrad_lab", __name__])
 
 
 def _execute(code: str, output_path: str) -> None:
-    """In the child: send stdout and stderr (file descriptors too) to a file, run ``code``."""
+    """In the child: send stdout and stderr (file descriptors too) to a file, run ``code``.
+
+    A crash is expected here: it leaves no core file behind.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     file = os.open(output_path, os.O_WRONLY | os.O_TRUNC)
     os.dup2(file, 1)
     os.dup2(file, 2)
