@@ -234,7 +234,7 @@ def _short(value: float) -> str:
 
 def _check_density(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise InputValueError(f"{name} must be a number in (0, 1], got {value!r}")
+        raise InputValueError(f"sweep: {name} must be a number in (0, 1], got {value!r}")
     return float(value)
 
 
@@ -243,11 +243,11 @@ def _merge_base(base: Mapping[str, Any] | None) -> dict[str, Any]:
     given = dict(base or {})
     if unknown := set(given) - _BASE_KEYS:
         raise InputValueError(
-            f"base: unknown keys {sorted(unknown)}; expected some of {sorted(_BASE_KEYS)}"
+            f"sweep: base: unknown keys {sorted(unknown)}; expected some of {sorted(_BASE_KEYS)}"
         )
     if len([k for k in _SPARSITY_KEYS if k in given]) > 1:
         raise InputValueError(
-            f"base: give at most one of {_SPARSITY_KEYS}, got "
+            f"sweep: base: give at most one of {_SPARSITY_KEYS}, got "
             f"{ {k: given[k] for k in _SPARSITY_KEYS if k in given} }"
         )
     merged = dict(DEFAULT_BASE)
@@ -270,7 +270,7 @@ def _nnz(parameter: str, value: int | float, base: Mapping[str, Any], n: int, m:
         return max(1, round(_check_density("base['density']", base["density"]) * n * m))
     per_row = base["nnz_per_row"]
     if isinstance(per_row, bool) or not isinstance(per_row, int | float) or per_row <= 0:
-        raise InputValueError(f"base['nnz_per_row'] must be a number > 0, got {per_row!r}")
+        raise InputValueError(f"sweep: base['nnz_per_row'] must be a number > 0, got {per_row!r}")
     return max(1, round(per_row * n))
 
 
@@ -292,7 +292,7 @@ def _case(parameter: str, value: int | float, base: Mapping[str, Any], device: s
     nnz = _nnz(parameter, value, base, n, m)
     if nnz > n * m:
         raise InputValueError(
-            f"sweep {parameter}={value!r}: nnz={nnz} does not fit in an {n} x {m} matrix "
+            f"sweep: {parameter}={value!r}: nnz={nnz} does not fit in an {n} x {m} matrix "
             f"({n * m} positions)"
         )
     return Case(
@@ -379,21 +379,23 @@ def sweep(
         on ``layout``, or sizes that do not fit (``nnz > n m``).
     """
     if parameter not in PARAMETERS:
-        raise InputValueError(f"parameter must be one of {PARAMETERS}, got {parameter!r}")
+        raise InputValueError(f"sweep: parameter must be one of {PARAMETERS}, got {parameter!r}")
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:
-        raise InputValueError(f"values must be a non-empty sequence of numbers, got {values!r}")
+        raise InputValueError(
+            f"sweep: values must be a non-empty sequence of numbers, got {values!r}"
+        )
     check_int(repeats, "repeats", "sweep", minimum=1)
     check_int(budget, "budget", "sweep", minimum=0)
     merged = _merge_base(base)
     impls = tuple(impls)
     if not impls:
-        raise InputValueError("impls must name at least one implementation, got none")
+        raise InputValueError("sweep: impls must name at least one implementation, got none")
     dev = str(torch.device(device))
     # Every case is resolved (and checked) before anything runs.
     cases = [_case(parameter, value, merged, dev) for value in values]
     for impl in impls:
         if reason := get_implementation(impl).unsupported_reason(cases[0]):
-            raise InputValueError(f"impls: {reason}")
+            raise InputValueError(f"sweep: impls: {reason}")
 
     result = SweepResult(
         parameter=parameter,  # type: ignore[arg-type]
