@@ -7,7 +7,7 @@ import os
 # then uses one thread: two processes with a pool of two threads each on two cores spin
 # against each other (OpenMP's busy-waiting), which measured several times slower than
 # running the suite in one process.
-if "PYTEST_XDIST_WORKER" in os.environ:
+if "PYTEST_XDIST_WORKER" in os.environ:  # before torch's import: its pools start at one thread
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest
