@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputTypeError, InputValueError
+from .ops import SHARED_GATHER_MAX_NNZ
 from .sddmm import CHUNK_BYTES, sampled_product_workspace_bytes
 
 if TYPE_CHECKING:
@@ -244,7 +245,11 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
     kept pattern -- skips stages 3 and 4: **grad B scatter** computes ``Aᴴ G`` as one
     gather of ``G``'s rows (:math:`Z p e`), scaled by the (conjugated, :math:`Z e` for
     complex) values and added into ``B.grad`` (:math:`M p e`), beside a CSR pattern's
-    expanded rows.
+    expanded rows. With ``"sddmm"`` and at most
+    :data:`~sparsegrad_lab.ops.SHARED_GATHER_MAX_NNZ` entries that gather is shared with
+    the sampled product, which then holds the gathered rows of ``G`` and ``B``
+    (:math:`2 Z p e`) instead of torch's kernel, and a CSR pattern's expanded rows from
+    stage 2 on.
     """
     N, M, Z, p, e, i = d.N, d.M, d.Z, d.p, d.elem, d.idx
     if d.layout == "coo":
@@ -264,21 +269,27 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
     alive = {**pattern, **C}
 
     s = {"grad values (before A.grad)": Z * e}
-    workspace = sampled_product_workspace_bytes(
-        strategy,  # type: ignore[arg-type]
-        batch=d.b,
-        block_shape=(d.n, d.m),
-        nnz=Z,
-        p=p,
-        dtype=d.dtype,
-    )
     rows = {"pattern expanded rows": Z * pat_i} if d.layout == "csr" and not kept else {}
-    early_rows = rows if strategy != "sddmm" else {}
+    small = not kept and Z * p * e <= CHUNK_BYTES
+    shared = small and strategy == "sddmm" and Z <= SHARED_GATHER_MAX_NNZ
+    if shared:
+        workspace = {"gathered rows of G and B (2 x nnz x p)": 2 * Z * p * e}
+    else:
+        workspace = {
+            "sampled-product workspace": sampled_product_workspace_bytes(
+                strategy,  # type: ignore[arg-type]
+                batch=d.b,
+                block_shape=(d.n, d.m),
+                nnz=Z,
+                p=p,
+                dtype=d.dtype,
+            )
+        }
+    early_rows = rows if strategy != "sddmm" or shared else {}
     sampled = MemoryBreakdown(
-        f"sampled product (backward={strategy!r})",
-        {**alive, **early_rows, **s, "sampled-product workspace": workspace},
+        f"sampled product (backward={strategy!r})", {**alive, **early_rows, **s, **workspace}
     )
-    if not kept and Z * p * e <= CHUNK_BYTES:
+    if small:
         grad_B = {"grad B": M * p * e}
         conj = {"conjugated values": Z * e} if d.is_complex else {}
         scatter = MemoryBreakdown(

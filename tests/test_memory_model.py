@@ -84,6 +84,13 @@ def test_model_agrees_with_measurement_for_every_impl(impl: str, layout: str) ->
         ("sddmm_kept", {"layout": "coo", "batch": 4, "n": 1000, "m": 1500, "nnz": 8000}),
         ("sddmm_kept", {"layout": "csr", "batch": 4, "n": 1000, "m": 1500, "nnz": 8000}),
         ("sddmm_kept", {"layout": "csr", "dtype": torch.complex64}),
+        # at most SHARED_GATHER_MAX_NNZ entries: one gather serves both gradients
+        ("sddmm", {"layout": "coo", "n": 400, "m": 400, "nnz": 1000, "p": 512}),
+        ("sddmm", {"layout": "csr", "n": 400, "m": 400, "nnz": 1000, "p": 512}),
+        (
+            "sddmm",
+            {"layout": "csr", "n": 400, "m": 400, "nnz": 1000, "p": 256, "dtype": torch.complex64},
+        ),
         # few entries per row: the n- and m-sized terms dominate
         ("sddmm", {"layout": "coo", "n": 50_000, "m": 50_000, "nnz": 20_000, "p": 8}),
         ("torch_csr", {"layout": "csr", "n": 50_000, "m": 50_000, "nnz": 20_000, "p": 8}),

@@ -673,6 +673,44 @@ def test_only_A_requires_grad_skips_the_transposed_product(
     assert_close(A.grad, dense_reference(A, B, G).grad_A)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("batched", RANKS)
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+@pytest.mark.parametrize("path", ["shared gather", "scatter", "transpose"])
+def test_small_and_large_graph_backward_paths_agree_with_the_reference(
+    path: str,
+    layout: torch.layout,
+    index_dtype: torch.dtype,
+    batched: bool,
+    dtype: torch.dtype,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The three ways a first-order sddmm backward goes, by size: up to
+    SHARED_GATHER_MAX_NNZ entries one gather of G's rows serves both gradients; above it
+    torch's sampled kernel gives ∇A and a scatter ∇B; with the byte bound at zero every
+    graph is "large": the sampled kernel and the transposed pattern."""
+    taken: list[str] = []
+    adjoint_values, sampled = ops._adjoint_values, ops.sampled_product
+    monkeypatch.setattr(
+        ops, "_adjoint_values", lambda *a: taken.append("transpose") or adjoint_values(*a)
+    )
+    monkeypatch.setattr(ops, "sampled_product", lambda *a: taken.append("sampled") or sampled(*a))
+    if path == "transpose":
+        monkeypatch.setattr(ops, "CHUNK_BYTES", 0)
+    if path == "scatter":
+        monkeypatch.setattr(ops, "SHARED_GATHER_MAX_NNZ", 10)
+    problem = Problem(batch=2 if batched else None, n=7, m=5, p=3, density=0.4, seed=21)
+    A, B, G = problem.build(layout=layout, dtype=dtype, device="cpu", index_dtype=index_dtype)
+    _C, A, B = _run(A, B, G, "sddmm")
+    expected = {"shared gather": [], "scatter": ["sampled"], "transpose": ["sampled", "transpose"]}
+    assert taken == expected[path]
+    ref = dense_reference(A, B, G)
+    assert A.grad is not None and B.grad is not None
+    assert_same_pattern(A.grad, A)
+    assert_close(A.grad, ref.grad_A)
+    assert_close(B.grad, ref.grad_B)
+
+
 def test_no_input_requires_grad_gives_a_constant() -> None:
     A, B, _G = _fixed_problem(False).build(
         layout=torch.sparse_csr, dtype=torch.float64, device="cpu"
@@ -882,8 +920,12 @@ def test_memory_guard_refuses_a_backward_that_cannot_fit(
 
 
 def test_memory_guard_lets_sddmm_through(tiny_memory: Callable[[int], None]) -> None:
-    tiny_memory(4000)
+    # On a graph this small sddmm's backward gathers the 62 rows of G and B once for both
+    # gradients (2 x 62 x 4 x 8 bytes) beside ∇B (40 x 4 x 8): 5248 bytes. The gather
+    # strategy's three blocks alone need 5952, dense's product 9600.
+    tiny_memory(5500)
     A, B = _budget_problem()
+    assert A._nnz() == 62
     G = random_dense((30, 4), generator=make_generator(17))
     _check_against_reference(A, B, G, "sddmm")
 
