@@ -351,10 +351,19 @@ def test_check_indices_sees_the_order_of_a_coo_marked_coalesced(nnz: int) -> Non
         ([0, 0, 0], [], None),
     ],
 )
+@pytest.mark.parametrize("few_entries", [None, 0], ids=["numpy-branch", "torch-branch"])
 def test_check_indices_reads_every_csr_invariant(
-    crow: list[int], col: list[int], words: str | None
+    crow: list[int],
+    col: list[int],
+    words: str | None,
+    few_entries: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from sparsegrad_lab import _checks
     from sparsegrad_lab._checks import check_indices
+
+    if few_entries is not None:  # these few entries then take the torch kernels' path
+        monkeypatch.setattr(_checks, "_FEW_ENTRIES", few_entries)
 
     size = (len(crow) - 1, 2)
     with torch.sparse.check_sparse_tensor_invariants(enable=False):

@@ -16,6 +16,8 @@ import textwrap
 import pytest
 from child_process import run_in_child
 
+from sparsegrad_lab._checks import _FEW_ENTRIES
+
 _CHILD = """
 import sys
 import torch
@@ -23,6 +25,8 @@ torch.sparse.check_sparse_tensor_invariants.disable()  # as in any user's sessio
 from sparsegrad_lab import InputValueError, csr_tensor, sampled_mm, sparse_mm, sparsity_pattern
 from sparsegrad_lab.ops import SparseMatMul
 from sparsegrad_lab.pattern import pattern_and_values
+import sparsegrad_lab._checks
+sparsegrad_lab._checks._FEW_ENTRIES = {few_entries}
 
 def coo(indices, size, **kw):
     i = torch.tensor(indices)
@@ -133,10 +137,20 @@ CASES: dict[str, tuple[str, str]] = {
 }
 
 
+# The checks read a few CPU entries through numpy and more through torch kernels: with the
+# bound at 0 these same small cases take the torch path, so both are tried on every case.
+_BRANCHES = [pytest.param(_FEW_ENTRIES, id="numpy-branch"), pytest.param(0, id="torch-branch")]
+
+
+@pytest.mark.parametrize("few_entries", _BRANCHES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_malformed_input_raises_in_a_child_process_with_checks_off(name: str) -> None:
+def test_malformed_input_raises_in_a_child_process_with_checks_off(
+    name: str, few_entries: int
+) -> None:
     call, expected = CASES[name]
-    code = _CHILD.format(call=textwrap.indent(call, "    "), expected=expected)
+    code = _CHILD.format(
+        call=textwrap.indent(call, "    "), expected=expected, few_entries=few_entries
+    )
     status, output = run_in_child(code)
     assert status == 0, f"exit status {status}:\n{output}"
     assert expected in output
