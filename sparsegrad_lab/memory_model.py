@@ -36,8 +36,8 @@ import torch
 from torch import Tensor
 
 from .errors import InputTypeError, InputValueError
-from .ops import SHARED_GATHER_MAX_NNZ
-from .sddmm import CHUNK_BYTES, sampled_product_workspace_bytes
+from .ops import first_order_route
+from .sddmm import sampled_product_workspace_bytes
 
 if TYPE_CHECKING:
     from .implementations import Case
@@ -242,7 +242,8 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
        are shared (:func:`_grad_clone`).
 
     A small graph -- :math:`Z p e` at most :data:`~sparsegrad_lab.sddmm.CHUNK_BYTES`, no
-    kept pattern -- skips stages 3 and 4: **grad B scatter** computes ``Aᴴ G`` as one
+    kept pattern, as :func:`~sparsegrad_lab.ops.first_order_route` decides for the
+    operation itself -- skips stages 3 and 4: **grad B scatter** computes ``Aᴴ G`` as one
     gather of ``G``'s rows (:math:`Z p e`), scaled by the (conjugated, :math:`Z e` for
     complex) values and added into ``B.grad`` (:math:`M p e`), beside a CSR pattern's
     expanded rows. With ``"sddmm"`` and at most
@@ -270,8 +271,8 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
 
     s = {"grad values (before A.grad)": Z * e}
     rows = {"pattern expanded rows": Z * pat_i} if d.layout == "csr" and not kept else {}
-    small = not kept and Z * p * e <= CHUNK_BYTES
-    shared = small and strategy == "sddmm" and Z <= SHARED_GATHER_MAX_NNZ
+    route = first_order_route(strategy, nnz=Z, p=p, elem=e, kept=kept)
+    shared = route == "shared gather"
     if shared:
         workspace = {"gathered rows of G and B (2 x nnz x p)": 2 * Z * p * e}
     else:
@@ -289,7 +290,7 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
     sampled = MemoryBreakdown(
         f"sampled product (backward={strategy!r})", {**alive, **early_rows, **s, **workspace}
     )
-    if small:
+    if route != "transpose":
         grad_B = {"grad B": M * p * e}
         conj = {"conjugated values": Z * e} if d.is_complex else {}
         scatter = MemoryBreakdown(

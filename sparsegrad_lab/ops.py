@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -179,13 +179,7 @@ def _matmul_backward(
 ) -> tuple[Tensor | None, Tensor | None]:
     """``∇values = (G Bᴴ)`` at the pattern and ``∇B = Aᴴ G``, each only if needed."""
     G = G.contiguous()  # an expanded gradient (from .sum()) has stride 0
-    if (
-        need_values
-        and need_B
-        and strategy == "sddmm"
-        and pattern.nnz <= SHARED_GATHER_MAX_NNZ
-        and _scatters(pattern, G)
-    ):
+    if need_values and need_B and _route(pattern, G, strategy, True) == "shared gather":
         return _small_graph_backward(pattern, values, B, G)
     grad_values = _sampled(pattern, G, B, strategy) if need_values else None
     grad_B = _adjoint_product(pattern, values, G, strategy) if need_B else None
@@ -335,26 +329,56 @@ def _adjoint_product(
     the indices would cost more than the product itself.
     """
     nnz, (M, p) = pattern.nnz, (pattern.shape[1], X.shape[-1])
-    if not _scatters(pattern, X):
+    if _route(pattern, X, strategy, False) == "transpose":
         _guard_backward(pattern, X, _transpose_bytes(pattern), "the transpose of A")
         adjoint, adjoint_pattern = _adjoint_values(values, pattern)
         return _product(adjoint_pattern, adjoint, X, strategy)
     _guard_backward(pattern, X, nnz * p * X.element_size(), "the scattered terms")
+    return _scatter_adjoint(pattern, values, X.index_select(0, pattern.row), M)
+
+
+def _scatter_adjoint(pattern: SparsityPattern, values: Tensor, rows: Tensor, M: int) -> Tensor:
+    """``(Aᴴ X)[c] = Σ_{k: c_k = c} v̄_k X[r_k]`` from ``rows = X[r]``, scaled in place."""
     # conj_physical: values may be a view of A's storage, which a lazy conj view cannot wrap.
     conj = values.conj_physical() if values.is_complex() else values
-    terms = X.index_select(0, pattern.row).mul_(conj.unsqueeze(1))  # one nnz x p temporary
-    return X.new_zeros(M, p).index_add_(0, pattern.col, terms)
+    rows.mul_(conj.unsqueeze(1))
+    return rows.new_zeros(M, rows.shape[-1]).index_add_(0, pattern.col, rows)
 
 
-def _scatters(pattern: SparsityPattern, X: Tensor) -> bool:
-    """Whether a backward computes ``Aᴴ X`` by a scatter rather than through the transpose.
+BackwardRoute = Literal["shared gather", "scatter", "transpose"]
 
-    A first-order backward (no ``create_graph``), without a kept pattern (which sorts once
-    for all its calls), on a graph whose ``nnz x p`` gathered rows fit in
-    :data:`~sparsegrad_lab.sddmm.CHUNK_BYTES`.
+
+def first_order_route(
+    strategy: str, *, nnz: int, p: int, elem: int, kept: bool, both: bool = True
+) -> BackwardRoute:
+    """How a first-order backward (no ``create_graph``) of :func:`sparse_mm` computes ``∇B``.
+
+    ``"transpose"``: through the transposed pattern, for a kept pattern (which sorts once
+    for all its calls) or when the ``nnz x p`` gathered rows exceed
+    :data:`~sparsegrad_lab.sddmm.CHUNK_BYTES`; otherwise ``"scatter"`` (one gather of
+    ``G``'s rows and an ``index_add_``), which with ``"sddmm"``, both gradients wanted
+    (``both``) and at most :data:`SHARED_GATHER_MAX_NNZ` entries also gives ``∇A``
+    (``"shared gather"``). Under ``create_graph`` it is always the transpose. The memory
+    model describes each route with this same function.
+
+    >>> first_order_route("sddmm", nnz=500, p=8, elem=4, kept=False)
+    'shared gather'
     """
-    small = pattern.nnz * X.shape[-1] * X.element_size() <= CHUNK_BYTES
-    return small and pattern._source is None and not torch.is_grad_enabled()
+    if kept or nnz * p * elem > CHUNK_BYTES:
+        return "transpose"
+    if both and strategy == "sddmm" and nnz <= SHARED_GATHER_MAX_NNZ:
+        return "shared gather"
+    return "scatter"
+
+
+def _route(pattern: SparsityPattern, X: Tensor, strategy: str, both: bool) -> BackwardRoute:
+    """:func:`first_order_route` for this backward (``"transpose"`` under create_graph)."""
+    if torch.is_grad_enabled():
+        return "transpose"
+    kept = pattern._source is not None
+    return first_order_route(
+        strategy, nnz=pattern.nnz, p=X.shape[-1], elem=X.element_size(), kept=kept, both=both
+    )
 
 
 def _small_graph_backward(
@@ -372,16 +396,14 @@ def _small_graph_backward(
     the sampled product and the scatter of :func:`_adjoint_product` share the gather. On a
     graph of at most :data:`SHARED_GATHER_MAX_NNZ` entries that saves more than torch's
     sampled kernel gains: its fixed cost per call is most of its time there. The working
-    set is two ``nnz x p`` blocks, at most ``2 CHUNK_BYTES`` (:func:`_scatters`).
+    set is two ``nnz x p`` blocks, at most ``2 CHUNK_BYTES`` (:func:`first_order_route`).
     """
-    M, p = pattern.shape[1], G.shape[-1]
+    p = G.shape[-1]
     _guard_backward(pattern, G, 2 * pattern.nnz * p * G.element_size(), "gathered rows")
     rows = G.index_select(0, pattern.row)
     # Conjugated in place: multiplying by a lazy conj() view would copy it first.
     grad_values = B.index_select(0, pattern.col).conj_physical_().mul_(rows).sum(-1)
-    conj = values.conj_physical() if values.is_complex() else values
-    rows.mul_(conj.unsqueeze(1))
-    return grad_values, G.new_zeros(M, p).index_add_(0, pattern.col, rows)
+    return grad_values, _scatter_adjoint(pattern, values, rows, pattern.shape[1])
 
 
 def _sampled(pattern: SparsityPattern, G: Tensor, B: Tensor, strategy: BackwardStrategy) -> Tensor:
