@@ -314,7 +314,14 @@ def dtype_from(dtype: Any, name: str = "dtype") -> torch.dtype:
 # ------------------------------------------------------------------- the indices themselves
 
 
-def check_indices(A: Tensor, where: str, name: str = "A", *, values_counted: bool = False) -> None:
+def check_indices(
+    A: Tensor,
+    where: str,
+    name: str = "A",
+    *,
+    values_counted: bool = False,
+    ranges: bool = True,
+) -> None:
     """Raise :class:`InputValueError` unless every index of sparse ``A`` is valid.
 
     torch checks sparse invariants only when asked, and its kernels read out of bounds
@@ -325,7 +332,11 @@ def check_indices(A: Tensor, where: str, name: str = "A", *, values_counted: boo
     one value per column index, row pointers starting at 0, never decreasing and ending
     at nnz, columns in range. ``A`` is a checked sparse matrix on a real device (not meta);
     ``values_counted=True`` says that its values were counted already (the input checks of
-    ``sparse_mm`` and ``sampled_mm`` do), which skips that step.
+    ``sparse_mm`` and ``sampled_mm`` do), which skips that step. ``ranges=False`` (COO
+    only) leaves out the ranges of the indices, for a caller whose next step is torch's
+    CPU COO product: that kernel checks the range of every index before it reads one, and
+    raises on the first that is out of range (the caller then calls this again, with the
+    ranges, for the message).
 
     (torch's own validator, ``check_invariants=True``, also requires sorted columns within
     each row -- which no kernel here needs -- and costs as much as the product itself at
@@ -341,7 +352,7 @@ range for 2 rows; build A from valid indices (torch.sparse.check_sparse_tensor_i
 finds them at construction)
     """
     if A.layout == torch.sparse_coo:
-        if not _coo_indices_valid(A):
+        if not _coo_indices_valid(A, ranges):
             _explain_coo(A, where, name)
     else:
         if not values_counted:
@@ -350,15 +361,16 @@ finds them at construction)
             _explain_csr(A, where, name)
 
 
-def _coo_indices_valid(A: Tensor) -> bool:
+def _coo_indices_valid(A: Tensor, ranges: bool = True) -> bool:
     indices = A._indices()
-    if indices.shape[1] == 0:
+    if indices.shape[1] == 0 or not (ranges or A.is_coalesced()):
         return True
     if indices.shape[1] <= _FEW_ENTRIES and indices.is_cpu:
-        return _few_coo_indices_valid(indices.numpy(), tuple(A.shape), A.is_coalesced())
-    lo, hi = torch.aminmax(indices, dim=1)
-    if min(lo.tolist()) < 0 or any(h >= s for h, s in zip(hi.tolist(), A.shape, strict=True)):
-        return False
+        return _few_coo_indices_valid(indices.numpy(), tuple(A.shape), A.is_coalesced(), ranges)
+    if ranges:
+        lo, hi = torch.aminmax(indices, dim=1)
+        if min(lo.tolist()) < 0 or any(h >= s for h, s in zip(hi.tolist(), A.shape, strict=True)):
+            return False
     if not A.is_coalesced() or indices.shape[1] == 1:
         return True
     key = _row_major_keys(indices, A.shape)
@@ -390,17 +402,23 @@ def _few_csr_indices_valid(crow: np.ndarray, col: np.ndarray, m: int) -> bool:
     return nnz == 0 or bool(col.min() >= 0 and col.max() < m)
 
 
-def _few_coo_indices_valid(indices: np.ndarray, shape: tuple[int, ...], coalesced: bool) -> bool:
+def _few_coo_indices_valid(
+    indices: np.ndarray, shape: tuple[int, ...], coalesced: bool, ranges: bool = True
+) -> bool:
     """The COO check of a few CPU entries, on a numpy view of the same memory.
 
     The same tests as the torch path below; at a lesson's few hundred entries a torch
     kernel call costs about 3 µs of dispatch against numpy's 1 µs, which made the check
     (about 13 µs against 5 µs here, one thread) a fifth of a whole ``sparse_mm`` step.
+    Without ``ranges``, an index out of range may wrap the row-major key around; the
+    caller's kernel then refuses that index (see :func:`check_indices`).
     """
-    if indices.min() < 0 or any(
-        h >= s for h, s in zip(indices.max(axis=1).tolist(), shape, strict=True)
-    ):
-        return False
+    if ranges:
+        # As unsigned integers, negative indices are larger than any size: one reduction
+        # checks both ends of every dimension's range.
+        highest = indices.view(np.uint64).max(axis=1).tolist()
+        if any(h >= s for h, s in zip(highest, shape, strict=True)):
+            return False
     if not coalesced:
         return True
     key = indices[0]

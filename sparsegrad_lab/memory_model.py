@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputTypeError, InputValueError
-from .ops import first_order_route
+from .ops import coo_product, first_order_route
 from .sddmm import sampled_product_workspace_bytes
 
 if TYPE_CHECKING:
@@ -225,7 +225,9 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
     1. **forward spmm**: the pattern, kept by the graph while ``C`` lives -- COO
        :math:`8 (N+1)` row pointers (plus :math:`16 Z` block-diagonal indices for a batch);
        a 2-D CSR input's pattern is ``A``'s own indices (a batch: :math:`(N+1) i + Z i`) --
-       then ``C`` (:math:`N p e`) and the CPU spmm temporaries.
+       then ``C`` (:math:`N p e`) and the CPU spmm temporaries. A small 2-D COO graph on
+       the CPU (:func:`~sparsegrad_lab.ops.coo_product`) is multiplied by torch's COO
+       kernel instead: ``C`` and its zero template (:math:`N p e`), no row pointers.
     2. **sampled product**: the gradient's values :math:`Z e` plus the strategy's
        workspace, :func:`~sparsegrad_lab.sddmm.sampled_product_workspace_bytes` (0 for
        ``"sddmm"``, :math:`3 Z p e` for ``"gather"``, :math:`b n m e + 8 Z` for
@@ -253,7 +255,13 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
     stage 2 on.
     """
     N, M, Z, p, e, i = d.N, d.M, d.Z, d.p, d.elem, d.idx
-    if d.layout == "coo":
+    by_coo = coo_product(
+        layout=d.layout, batched=d.b > 1, device="cpu" if d.cpu else "cuda", nnz=Z, kept=kept
+    )
+    if by_coo:
+        pattern = {}
+        pat_i = 8
+    elif d.layout == "coo":
         pattern = {"pattern row pointers": (N + 1) * 8}
         if d.b > 1:  # rows and columns shifted to the block diagonal
             pattern["pattern rows/cols (block diagonal)"] = 2 * Z * 8
@@ -266,13 +274,19 @@ def sparse_mm_stages(d: Dims, strategy: str, *, kept: bool = False) -> Stages:
     if kept:
         pattern = {}
     C = {"C": N * p * e}
-    fwd_stage = MemoryBreakdown("forward spmm", {**pattern, **C, **spmm_temporaries(d, N, pat_i)})
+    if by_coo:
+        product = {"COO product's zero template": N * p * e}
+    else:
+        product = spmm_temporaries(d, N, pat_i)
+    fwd_stage = MemoryBreakdown("forward spmm", {**pattern, **C, **product})
     alive = {**pattern, **C}
 
     s = {"grad values (before A.grad)": Z * e}
     rows = {"pattern expanded rows": Z * pat_i} if d.layout == "csr" and not kept else {}
     route = first_order_route(strategy, nnz=Z, p=p, elem=e, kept=kept)
     shared = route == "shared gather"
+    if by_coo and strategy == "sddmm" and not shared:  # torch's sampled kernel takes CSR
+        alive = {**alive, "pattern row pointers (for the sampled kernel)": (N + 1) * 8}
     if shared:
         workspace = {"gathered rows of G and B (2 x nnz x p)": 2 * Z * p * e}
     else:

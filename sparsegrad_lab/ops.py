@@ -68,9 +68,53 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: Up to this many stored entries, the forward of a 2-D CPU COO ``A`` (no kept pattern)
+#: is torch's own COO product, which checks the range of every index as it reads it: the
+#: index check then has only the order of a coalesced ``A`` left to do, and the pattern's
+#: row pointers are never built (the first-order backward of such a graph does not need
+#: them). Per entry that kernel is slower than the CSR one (2x at 1,000 entries, 10x at
+#: 10⁴, one thread), so above this bound it is the CSR product with the full check.
+COO_PRODUCT_MAX_NNZ = 1024
+
+
+def coo_product(*, layout: str, batched: bool, device: str, nnz: int, kept: bool) -> bool:
+    """Whether :func:`sparse_mm`'s forward is torch's CPU COO product (``layout`` "coo" or "csr").
+
+    For a coalesced 2-D COO ``A`` on the CPU, of at most :data:`COO_PRODUCT_MAX_NNZ`
+    stored entries, without a kept pattern (an uncoalesced ``A`` is checked in full
+    before it is coalesced, and then takes the CSR product). The memory model decides
+    with this same function.
+
+    >>> coo_product(layout="coo", batched=False, device="cpu", nnz=500, kept=False)
+    True
+    """
+    return (
+        layout == "coo"
+        and not batched
+        and device == "cpu"
+        and nnz <= COO_PRODUCT_MAX_NNZ
+        and not kept
+    )
+
+
+def coo_product_for(A: Tensor, *, kept: bool) -> bool:
+    """:func:`coo_product` for a sparse matrix ``A`` that passed the input checks.
+
+    >>> coo_product_for(torch.eye(3).to_sparse(), kept=False)
+    True
+    """
+    return (
+        A.layout == torch.sparse_coo
+        and A.is_coalesced()
+        and coo_product(
+            layout="coo", batched=A.dim() == 3, device=A.device.type, nnz=A._nnz(), kept=kept
+        )
+    )
+
+
 def _spmm(pattern: SparsityPattern, values: Tensor, X: Tensor) -> Tensor:
     """``A @ X`` for the CSR matrix (pattern, values), on torch's own CSR kernel."""
-    return _csr_times(pattern.to_csr(_resolved(values)), X)
+    return _sparse_times(pattern.to_csr(_resolved(values)), X)
 
 
 def _resolved(X: Tensor) -> Tensor:
@@ -83,8 +127,8 @@ def _flat(values: Tensor) -> Tensor:
     return values if values.dim() == 1 else values.reshape(-1)
 
 
-def _csr_times(A: Tensor, X: Tensor) -> Tensor:
-    """``A @ X`` for a CSR ``A`` (no autograd), in the inputs' dtype."""
+def _sparse_times(A: Tensor, X: Tensor) -> Tensor:
+    """``A @ X`` for a CSR or COO ``A`` (no autograd), in the inputs' dtype."""
     if torch.is_autocast_enabled(X.device.type):
         # Autocast would cast this product to bfloat16/float16, which torch's CPU CSR
         # kernel does not implement (it aborts for COO input): compute in the inputs' dtype.
@@ -189,7 +233,9 @@ def _matmul_backward(
 class SparseMatMulOfA(torch.autograd.Function):
     """``C = A @ B`` with the sparse ``A`` itself as input: what :func:`sparse_mm` applies.
 
-    ``apply(A, B, pattern, strategy)``, ``A`` checked and (COO) coalesced, ``B`` ``(M, p)``.
+    ``apply(A, B, pattern, strategy, by_coo)``, ``A`` checked and (COO) coalesced, ``B``
+    ``(M, p)``; ``by_coo`` (:func:`coo_product`): the product is torch's COO kernel, and
+    ``A``'s index ranges are checked by it, not yet by :func:`sparse_mm`.
     The products are :class:`SparseMatMul`'s; the difference is that the gradient of ``A``
     is returned directly as a sparse tensor of ``A``'s layout and pattern -- built so that
     it can be differentiated again under ``create_graph`` -- which saves a second autograd
@@ -199,7 +245,12 @@ class SparseMatMulOfA(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, A: Tensor, B: Tensor, pattern: SparsityPattern, strategy: BackwardStrategy
+        ctx: Any,
+        A: Tensor,
+        B: Tensor,
+        pattern: SparsityPattern,
+        strategy: BackwardStrategy,
+        by_coo: bool,
     ) -> Tensor:
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(A, B)
@@ -213,14 +264,22 @@ class SparseMatMulOfA(torch.autograd.Function):
                 A.col_indices(),
             )
         )
+        if by_coo:
+            try:
+                return _sparse_times(A, B)
+            except RuntimeError:  # an index out of range: name it
+                check_indices(A, "sparse_mm", values_counted=True)
+                raise
         if A.layout == torch.sparse_csr and A.dim() == 2:
-            return _csr_times(A.detach(), B)  # A is its own pattern's CSR matrix
+            return _sparse_times(A.detach(), B)  # A is its own pattern's CSR matrix
         return _spmm(pattern, _flat(A.values()), B)
 
     @staticmethod
-    def backward(ctx: Any, G: Tensor | None) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def backward(
+        ctx: Any, G: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         if G is None:
-            return None, None, None, None
+            return None, None, None, None, None
         A, B = ctx.saved_tensors
         # Under create_graph, ∇B = Aᴴ G must stay a function of A: its values are read
         # through autograd then, so that a second derivative reaches A.
@@ -245,7 +304,7 @@ class SparseMatMulOfA(torch.autograd.Function):
                 if grad_values.shape != col.shape:  # a batch's values are (b, nnz)
                     grad_values = grad_values.reshape(col.shape)
                 grad_A = csr_from_values(crow, col, grad_values, ctx.shape)
-        return grad_A, grad_B, None, None
+        return grad_A, grad_B, None, None, None
 
 
 class SampledProduct(torch.autograd.Function):
@@ -401,8 +460,10 @@ def _small_graph_backward(
     p = G.shape[-1]
     _guard_backward(pattern, G, 2 * pattern.nnz * p * G.element_size(), "gathered rows")
     rows = G.index_select(0, pattern.row)
-    # Conjugated in place: multiplying by a lazy conj() view would copy it first.
-    grad_values = B.index_select(0, pattern.col).conj_physical_().mul_(rows).sum(-1)
+    # Conjugated in place (a real B needs no call); freed before the scatter allocates ∇B.
+    picked = B.index_select(0, pattern.col)
+    grad_values = (picked.conj_physical_() if picked.is_complex() else picked).mul_(rows).sum(-1)
+    del picked
     return grad_values, _scatter_adjoint(pattern, values, rows, pattern.shape[1])
 
 
@@ -549,16 +610,18 @@ def _check_kept_pattern(pattern: object, A: Tensor, where: str) -> None:
 
 
 def _pattern_for(
-    A: Tensor, kept: SparsityPattern | None, where: str
+    A: Tensor, kept: SparsityPattern | None, where: str, *, ranges: bool = True
 ) -> tuple[Tensor, SparsityPattern | None]:
     """``A`` coalesced (once) and checked: its indices, or their match with ``kept``.
 
     Returns the kept pattern, or ``None`` when the caller must build one (after its
-    memory check, since building allocates).
+    memory check, since building allocates). ``ranges=False``: the product checks the
+    index ranges (:func:`coo_product`).
     """
     # The input checks counted a CSR A's values already.
     if kept is None or (A.layout == torch.sparse_coo and not A.is_coalesced()):
-        check_indices(A, where, values_counted=True)  # before coalesce(), which reads them
+        # Before coalesce(), which reads them.
+        check_indices(A, where, values_counted=True, ranges=ranges)
     A = coalesced(A)
     if kept is not None:
         _check_kept_pattern(kept, A, where)
@@ -630,7 +693,8 @@ def sparse_mm(
             [3., 3.]])
     """
     check_sparse_mm_inputs(A, B, backward)
-    A, kept = _pattern_for(A, pattern, "sparse_mm")
+    by_coo = coo_product_for(A, kept=pattern is not None)
+    A, kept = _pattern_for(A, pattern, "sparse_mm", ranges=not by_coo)
     b, n, m = A.shape if A.dim() == 3 else (1, *A.shape)
     p = B.shape[-1]
     result = b * n * p * element_size(B.dtype) + (0 if kept else _pattern_bytes(A))
@@ -666,7 +730,7 @@ def sparse_mm(
         # twice, and torch 2.13 corrupts the sum of two batched CSR gradients.
         C = SparseMatMul.apply(values_of(A), B2, pattern, backward)
     else:
-        C = SparseMatMulOfA.apply(A, B2, pattern, backward)
+        C = SparseMatMulOfA.apply(A, B2, pattern, backward, by_coo)
     return C if A.dim() == 2 else C.view(b, n, p)
 
 

@@ -71,16 +71,16 @@ class SparsityPattern:
 
     Parameters
     ----------
-    crow : Tensor
-        Row pointers, shape ``(N + 1,)``; row ``r`` owns entries ``crow[r]:crow[r+1]``.
     col : Tensor
-        Column of each entry, shape ``(nnz,)``, same index dtype as ``crow``.
+        Column of each entry, shape ``(nnz,)``.
     batch : int
         Number of diagonal blocks ``b`` (1 for a 2-D input).
     block_shape : tuple of int
         ``(n, m)``, the shape of one block; the whole matrix is ``(b n, b m)``.
-    _row : Tensor, optional
-        Row of each entry, if already at hand; see :attr:`row`.
+    _crow, _row : Tensor, optional
+        Row pointers ``(N + 1,)`` and row of each entry ``(nnz,)``, same index dtype as
+        ``col``: at least one of them. Each derives the other on first use (:attr:`crow`,
+        :attr:`row`).
     _source : _Source, optional
         The layout, shape and index tensors of the ``A`` it was built from, so that a kept
         pattern can be checked against a later ``A`` (:func:`pattern_mismatch`).
@@ -95,14 +95,26 @@ class SparsityPattern:
     [1, 0]
     """
 
-    crow: Tensor
     col: Tensor
     batch: int
     block_shape: tuple[int, int]
-    # The expanded rows, when the caller already has them (COO input, the transpose);
-    # otherwise :attr:`row` expands ``crow`` on first use (∇B, "gather", "dense"; never forward).
+    # CSR input has the row pointers; :attr:`row` expands them on first use (∇B, "gather",
+    # "dense"; never the forward). COO input and the transpose have the rows; :attr:`crow`
+    # compresses them on first use (a small COO graph's product and backward never do).
+    _crow: Tensor | None = field(default=None, repr=False)
     _row: Tensor | None = field(default=None, repr=False)
     _source: _Source | None = field(default=None, repr=False)
+
+    @cached_property
+    def crow(self) -> Tensor:
+        """Row pointers, shape ``(N + 1,)``; row ``r`` owns entries ``crow[r]:crow[r+1]``."""
+        if self._crow is not None:
+            return self._crow
+        rows = self._row
+        assert rows is not None, "a pattern has its row pointers or its rows"
+        return torch._convert_indices_from_coo_to_csr(
+            rows, self.shape[0], out_int32=rows.dtype == torch.int32
+        )
 
     @cached_property
     def row(self) -> Tensor:
@@ -154,13 +166,8 @@ class SparsityPattern:
         fits_int32 = max(self.batch * max(n, m), self.nnz) < 2**31
         index_dtype = torch.int32 if fits_int32 else torch.int64
         row_t, perm = torch.sort(self.col.to(index_dtype), stable=True)
-        crow_t = torch._convert_indices_from_coo_to_csr(row_t, self.batch * m, out_int32=fits_int32)
         transposed = SparsityPattern(
-            crow=crow_t,
-            col=self.row[perm].to(index_dtype),
-            batch=self.batch,
-            block_shape=(m, n),
-            _row=row_t,
+            col=self.row[perm].to(index_dtype), batch=self.batch, block_shape=(m, n), _row=row_t
         )
         return TransposedPattern(transposed, perm)
 
@@ -366,7 +373,6 @@ def _pattern(A: Tensor, source: _Source | None) -> SparsityPattern:
             row, col = item * n + indices[1], item * m + indices[2]
         else:
             row, col = indices[0], indices[1]
-        crow = torch._convert_indices_from_coo_to_csr(row, b * n)
-        return SparsityPattern(crow, col, b, (n, m), _row=row, _source=source)
+        return SparsityPattern(col, b, (n, m), _row=row, _source=source)
     crow, col, _b, _shape = _batch_as_one_csr(A.crow_indices(), A.col_indices(), tuple(A.shape))
-    return SparsityPattern(crow, col, b, (n, m), _source=source)
+    return SparsityPattern(col, b, (n, m), _crow=crow, _source=source)

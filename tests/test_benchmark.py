@@ -394,12 +394,12 @@ def test_the_fastest_peer_aims_are_not_judged_on_other_runs() -> None:
 
 
 def test_the_validation_is_timed_on_the_cases_own_a(monkeypatch) -> None:
-    seen: list[tuple[torch.Tensor, str]] = []
+    seen: list[tuple[torch.Tensor, str, bool]] = []
     original = bench.check_indices
 
-    def recorded(A: torch.Tensor, where: str) -> None:
-        seen.append((A, where))
-        original(A, where)
+    def recorded(A: torch.Tensor, where: str, *, ranges: bool = True) -> None:
+        seen.append((A, where, ranges))
+        original(A, where, ranges=ranges)
 
     monkeypatch.setattr(bench, "check_indices", recorded)
     cases = bench.make_cases([(200, 800, 4, 1)], layouts=["coo", "csr"])
@@ -419,9 +419,11 @@ def test_the_validation_is_timed_on_the_cases_own_a(monkeypatch) -> None:
         assert min(sddmm.times_ms["check"]) <= sddmm.check_ms <= max(sddmm.times_ms["check"])
         assert by[(layout, "gather")].check_ms is None  # carried by the default only
     # Checked directly (warm-up and timed turns), not only inside sparse_mm's own calls.
-    direct = [(A, where) for A, where in seen if where == "sparse_mm"]
+    direct = [(A, ranges) for A, where, ranges in seen if where == "sparse_mm"]
     assert {A.layout for A, _ in direct} == {torch.sparse_coo, torch.sparse_csr}
     assert all(A.requires_grad and A._nnz() == 800 for A, _ in direct)
+    # What sparse_mm itself checks: this COO A's ranges are left to torch's COO product.
+    assert all(ranges == (A.layout == torch.sparse_csr) for A, ranges in direct)
     rows = report.validation_costs(results)
     assert [row["layout"] for row in rows] == ["coo", "csr"]
     assert all(row["share"] > 0 and row["nnz"] == 800 for row in rows)

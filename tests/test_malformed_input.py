@@ -17,6 +17,7 @@ import pytest
 from child_process import run_in_child
 
 from sparsegrad_lab._checks import _FEW_ENTRIES
+from sparsegrad_lab.ops import COO_PRODUCT_MAX_NNZ
 
 _CHILD = """
 import sys
@@ -25,8 +26,9 @@ torch.sparse.check_sparse_tensor_invariants.disable()  # as in any user's sessio
 from sparsegrad_lab import InputValueError, csr_tensor, sampled_mm, sparse_mm, sparsity_pattern
 from sparsegrad_lab.ops import SparseMatMul
 from sparsegrad_lab.pattern import pattern_and_values
-import sparsegrad_lab._checks
+import sparsegrad_lab._checks, sparsegrad_lab.ops
 sparsegrad_lab._checks._FEW_ENTRIES = {few_entries}
+sparsegrad_lab.ops.COO_PRODUCT_MAX_NNZ = {coo_product_max}
 
 def coo(indices, size, **kw):
     i = torch.tensor(indices)
@@ -64,6 +66,23 @@ CASES: dict[str, tuple[str, str]] = {
     "coo-batch-out-of-range": (
         "sparse_mm(coo([[0, 3], [0, 1], [1, 0]], (2, 2, 2)), torch.ones(2, 2, 3))",
         "sparse_mm: A: batch index 3 at entry 1 is out of range for 2 items",
+    ),
+    # Marked coalesced and in row-major order: the ranges are left to torch's COO product.
+    "coo-coalesced-row-out-of-range": (
+        "sparse_mm(coo([[0, 5], [0, 1]], (2, 2), is_coalesced=True), torch.ones(2, 3))",
+        "sparse_mm: A: row index 5 at entry 1 is out of range for 2 rows",
+    ),
+    "coo-coalesced-column-out-of-range": (
+        "sparse_mm(coo([[0, 1], [0, 7]], (2, 2), is_coalesced=True), torch.ones(2, 3))",
+        "sparse_mm: A: column index 7 at entry 1 is out of range for 2 columns",
+    ),
+    "coo-coalesced-negative-row": (
+        "sparse_mm(coo([[-1, 0], [0, 0]], (2, 2), is_coalesced=True), torch.ones(2, 3))",
+        "sparse_mm: A: row index -1 at entry 0 is out of range for 2 rows",
+    ),
+    "coo-coalesced-row-whose-key-wraps-around": (  # 2**62 * 4 is 0 in int64
+        "sparse_mm(coo([[0, 2**62], [1, 2]], (2, 4), is_coalesced=True), torch.ones(4, 3))",
+        "sparse_mm: A: row index 4611686018427387904 at entry 1 is out of range for 2 rows",
     ),
     "coo-falsely-coalesced-order": (
         "sparse_mm(coo([[1, 0], [0, 0]], (2, 2), is_coalesced=True), torch.ones(2, 3))",
@@ -137,19 +156,29 @@ CASES: dict[str, tuple[str, str]] = {
 }
 
 
-# The checks read a few CPU entries through numpy and more through torch kernels: with the
-# bound at 0 these same small cases take the torch path, so both are tried on every case.
-_BRANCHES = [pytest.param(_FEW_ENTRIES, id="numpy-branch"), pytest.param(0, id="torch-branch")]
+# The checks read a few CPU entries through numpy and more through torch kernels; a small
+# 2-D COO A is multiplied by torch's COO kernel, which checks the index ranges itself. With
+# the bounds at 0 and -1 these same small cases take the other paths, so all four are
+# tried on every case.
+_BRANCHES = [
+    pytest.param(_FEW_ENTRIES, COO_PRODUCT_MAX_NNZ, id="numpy-coo-product"),
+    pytest.param(0, COO_PRODUCT_MAX_NNZ, id="torch-coo-product"),
+    pytest.param(_FEW_ENTRIES, -1, id="numpy-csr-product"),
+    pytest.param(0, -1, id="torch-csr-product"),
+]
 
 
-@pytest.mark.parametrize("few_entries", _BRANCHES)
+@pytest.mark.parametrize(("few_entries", "coo_product_max"), _BRANCHES)
 @pytest.mark.parametrize("name", list(CASES))
 def test_malformed_input_raises_in_a_child_process_with_checks_off(
-    name: str, few_entries: int
+    name: str, few_entries: int, coo_product_max: int
 ) -> None:
     call, expected = CASES[name]
     code = _CHILD.format(
-        call=textwrap.indent(call, "    "), expected=expected, few_entries=few_entries
+        call=textwrap.indent(call, "    "),
+        expected=expected,
+        few_entries=few_entries,
+        coo_product_max=coo_product_max,
     )
     status, output = run_in_child(code)
     assert status == 0, f"exit status {status}:\n{output}"

@@ -989,3 +989,69 @@ def test_public_api() -> None:
         "pattern": None,
     }
     assert sparsegrad_lab.sparsity_pattern is sparsity_pattern
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "problem",
+    [
+        Problem(batch=None, n=7, m=5, p=3, density=0.4, seed=3),
+        Problem(batch=None, n=1, m=1, p=1, density=1.0, seed=4),
+        Problem(batch=None, n=6, m=4, p=2, density=0.0, seed=5),  # no stored entries
+        Problem(batch=None, n=9, m=3, p=0, density=0.3, seed=6),
+    ],
+    ids=["random", "1x1", "empty", "p=0"],
+)
+@pytest.mark.parametrize("product", ["coo", "csr"])
+def test_both_forward_products_of_a_small_coo_graph(
+    product: str,
+    problem: Problem,
+    dtype: torch.dtype,
+    strategy: BackwardStrategy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A coalesced 2-D CPU COO ``A`` of at most COO_PRODUCT_MAX_NNZ entries is multiplied
+    by torch's COO kernel, which checks the index ranges itself; with the bound below zero
+    by the CSR kernel. Both match the reference, and neither builds the pattern's row
+    pointers it does not need."""
+    if product == "csr":
+        monkeypatch.setattr(ops, "COO_PRODUCT_MAX_NNZ", -1)
+    layouts: list[torch.layout] = []
+    sparse_times = ops._sparse_times
+    monkeypatch.setattr(
+        ops, "_sparse_times", lambda A, X: layouts.append(A.layout) or sparse_times(A, X)
+    )
+    compressions: list[int] = []
+    compress = torch._convert_indices_from_coo_to_csr
+    monkeypatch.setattr(
+        torch,
+        "_convert_indices_from_coo_to_csr",
+        lambda *a, **k: compressions.append(1) or compress(*a, **k),
+    )
+    A, B, G = problem.build(layout=torch.sparse_coo, dtype=dtype, device="cpu")
+    A = A.coalesce()
+    _check_against_reference(A, B, G, strategy)
+    assert layouts[0] == (torch.sparse_coo if product == "coo" else torch.sparse_csr)
+    assert bool(compressions) == (product == "csr")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("dtype", DOUBLE_DTYPES, ids=str)
+def test_gradchecks_through_the_coo_product(dtype: torch.dtype, strategy: BackwardStrategy) -> None:
+    """First and second derivatives with the forward on torch's COO kernel (a coalesced
+    ``A`` built inside); a double backward builds the row pointers on first use."""
+    A, B, _G = _fixed_problem(False, n=5, m=4, p=3).build(
+        layout=torch.sparse_coo, dtype=dtype, device="cpu"
+    )
+    A = A.coalesce()
+    values, B = _leaf_inputs(A, B)
+    indices = A._indices()
+    assert ops.coo_product(layout="coo", batched=False, device="cpu", nnz=A._nnz(), kept=False)
+
+    def fn(v: Tensor, B: Tensor) -> Tensor:
+        A = torch.sparse_coo_tensor(indices, v, A_shape, is_coalesced=True)
+        return sparse_mm(A, B, backward=strategy)
+
+    A_shape = A.shape
+    _gradchecks(fn, values, B)
