@@ -49,33 +49,34 @@ A.to_sparse() or A.to_sparse_csr()
             "convert it with B.to_dense()"
         )
     _check_shape_of_A(A, "sparse_mm")
-    if B.dim() != A.dim():
-        expected = "(m, p)" if A.dim() == 2 else "(b, m, p)"
+    # Read once: on a lesson-sized graph these checks are a visible part of the call.
+    shape, b_shape, dtype, device = A.shape, B.shape, A.dtype, A.device
+    if len(b_shape) != len(shape):
+        expected = "(m, p)" if len(shape) == 2 else "(b, m, p)"
         raise InputValueError(
-            f"sparse_mm: A is {A.dim()}-D {tuple(A.shape)}, so B must be {A.dim()}-D "
-            f"{expected}; got B of shape {tuple(B.shape)}"
+            f"sparse_mm: A is {len(shape)}-D {tuple(shape)}, so B must be {len(shape)}-D "
+            f"{expected}; got B of shape {tuple(b_shape)}"
         )
-    if A.shape[-1] != B.shape[-2]:
+    if shape[-1] != b_shape[-2]:
         raise InputValueError(
-            f"sparse_mm: inner dimensions differ: A has {A.shape[-1]} columns "
-            f"(shape {tuple(A.shape)}) but B has {B.shape[-2]} rows (shape {tuple(B.shape)})"
+            f"sparse_mm: inner dimensions differ: A has {shape[-1]} columns "
+            f"(shape {tuple(shape)}) but B has {b_shape[-2]} rows (shape {tuple(b_shape)})"
         )
-    if A.dim() == 3 and A.shape[0] != B.shape[0]:
+    if len(shape) == 3 and shape[0] != b_shape[0]:
         raise InputValueError(
-            f"sparse_mm: batch sizes differ: A has {A.shape[0]} items (shape "
-            f"{tuple(A.shape)}), B has {B.shape[0]} (shape {tuple(B.shape)})"
+            f"sparse_mm: batch sizes differ: A has {shape[0]} items (shape "
+            f"{tuple(shape)}), B has {b_shape[0]} (shape {tuple(b_shape)})"
         )
-    if A.dtype != B.dtype:
+    if dtype != B.dtype:
         raise InputTypeError(
-            f"sparse_mm: A and B must have the same dtype, got A {A.dtype} and B {B.dtype}; "
+            f"sparse_mm: A and B must have the same dtype, got A {dtype} and B {B.dtype}; "
             "cast one with .to(dtype)"
         )
-    if A.device != B.device:
+    if device != B.device:
         raise InputValueError(
-            f"sparse_mm: A and B must be on the same device, got A on {A.device} and B on "
-            f"{B.device}"
+            f"sparse_mm: A and B must be on the same device, got A on {device} and B on {B.device}"
         )
-    _check_dtype_and_device("sparse_mm", A.dtype, A.device, "A")
+    _check_dtype_and_device("sparse_mm", dtype, device, "A")
     _check_not_meta(A, "sparse_mm")
 
 
@@ -91,12 +92,14 @@ def _check_not_meta(A: Tensor, where: str) -> None:
 def _check_dtype_and_device(
     where: str, dtype: torch.dtype, device: torch.device, name: str
 ) -> None:
-    if dtype not in _EVERYWHERE_DTYPES + _CUDA_ONLY_DTYPES:
+    if dtype in _EVERYWHERE_DTYPES:
+        return
+    if dtype not in _CUDA_ONLY_DTYPES:
         raise InputTypeError(
             f"{where}: {name} has dtype {dtype}, which is not supported; expected one of "
             "float32, float64, complex64, complex128 (or float16/bfloat16 on CUDA)"
         )
-    if dtype in _CUDA_ONLY_DTYPES and device.type != "cuda":
+    if device.type != "cuda":
         raise InputTypeError(
             f"{where}: {dtype} is supported on CUDA only (torch's {device.type} sparse "
             "kernels have no half-precision matmul); use float32 on this device"

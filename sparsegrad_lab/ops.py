@@ -128,13 +128,13 @@ def _flat(values: Tensor) -> Tensor:
 
 
 def _sparse_times(A: Tensor, X: Tensor) -> Tensor:
-    """``A @ X`` for a CSR or COO ``A`` (no autograd), in the inputs' dtype."""
+    """``A @ X`` for a 2-D CSR or COO ``A`` (no autograd), in the inputs' dtype."""
     if torch.is_autocast_enabled(X.device.type):
         # Autocast would cast this product to bfloat16/float16, which torch's CPU CSR
         # kernel does not implement (it aborts for COO input): compute in the inputs' dtype.
         with torch.autocast(X.device.type, enabled=False):
-            return A @ _resolved(X)
-    return A @ _resolved(X)
+            return torch.mm(A, _resolved(X))
+    return torch.mm(A, _resolved(X))  # not A @ X, whose Python wrapper costs a little more
 
 
 def _adjoint_values(values: Tensor, pattern: SparsityPattern) -> tuple[Tensor, SparsityPattern]:

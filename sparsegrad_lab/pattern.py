@@ -372,7 +372,7 @@ def _pattern(A: Tensor, source: _Source | None) -> SparsityPattern:
             item = indices[0]
             row, col = item * n + indices[1], item * m + indices[2]
         else:
-            row, col = indices[0], indices[1]
+            row, col = indices.unbind()  # one call for both views
         return SparsityPattern(col, b, (n, m), _row=row, _source=source)
     crow, col, _b, _shape = _batch_as_one_csr(A.crow_indices(), A.col_indices(), tuple(A.shape))
     return SparsityPattern(col, b, (n, m), _crow=crow, _source=source)
