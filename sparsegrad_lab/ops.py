@@ -80,9 +80,10 @@ COO_PRODUCT_MAX_NNZ = 1024
 
 
 def coo_product(*, layout: str, batched: bool, device: str, nnz: int, kept: bool) -> bool:
-    """Whether :func:`sparse_mm`'s forward is torch's CPU COO product (``layout`` "coo" or "csr").
+    """Whether :func:`sparse_mm`'s forward is torch's CPU COO product, not the CSR one.
 
-    For a coalesced 2-D COO ``A`` on the CPU, of at most :data:`COO_PRODUCT_MAX_NNZ`
+    ``layout`` is ``"coo"`` or ``"csr"``, ``device`` a device type. True for a coalesced
+    2-D COO ``A`` on the CPU, of at most :data:`COO_PRODUCT_MAX_NNZ`
     stored entries, without a kept pattern (an uncoalesced ``A`` is checked in full
     before it is coalesced, and then takes the CSR product). The memory model decides
     with this same function.
@@ -269,9 +270,11 @@ class SparseMatMulOfA(torch.autograd.Function):
         if by_coo:
             try:
                 return _sparse_times(A, B)
-            except RuntimeError:  # an index out of range: name it
-                check_indices(A, "sparse_mm", values_counted=True)
-                raise
+            except RuntimeError as error:
+                refused = error
+            # Outside the handler, so that the message naming the index is all one sees.
+            check_indices(A, "sparse_mm", values_counted=True)
+            raise refused
         if A.layout == torch.sparse_csr and A.dim() == 2:
             return _sparse_times(A.detach(), B)  # A is its own pattern's CSR matrix
         return _spmm(pattern, _flat(A.values()), B)

@@ -1013,8 +1013,8 @@ def test_both_forward_products_of_a_small_coo_graph(
 ) -> None:
     """A coalesced 2-D CPU COO ``A`` of at most COO_PRODUCT_MAX_NNZ entries is multiplied
     by torch's COO kernel, which checks the index ranges itself; with the bound below zero
-    by the CSR kernel. Both match the reference, and neither builds the pattern's row
-    pointers it does not need."""
+    by the CSR kernel. Both match the reference; only the CSR product builds the pattern's
+    row pointers."""
     if product == "csr":
         monkeypatch.setattr(ops, "COO_PRODUCT_MAX_NNZ", -1)
     layouts: list[torch.layout] = []
@@ -1046,12 +1046,23 @@ def test_gradchecks_through_the_coo_product(dtype: torch.dtype, strategy: Backwa
     )
     A = A.coalesce()
     values, B = _leaf_inputs(A, B)
-    indices = A._indices()
+    indices, shape = A._indices(), A.shape
     assert ops.coo_product(layout="coo", batched=False, device="cpu", nnz=A._nnz(), kept=False)
 
     def fn(v: Tensor, B: Tensor) -> Tensor:
-        A = torch.sparse_coo_tensor(indices, v, A_shape, is_coalesced=True)
+        A = torch.sparse_coo_tensor(indices, v, shape, is_coalesced=True)
         return sparse_mm(A, B, backward=strategy)
 
-    A_shape = A.shape
     _gradchecks(fn, values, B)
+
+
+def test_an_index_the_coo_product_refuses_is_named_alone() -> None:
+    """torch's COO kernel refuses a row out of range (safely: it checks before reading);
+    the error the user sees is ours, naming the entry, not chained to torch's."""
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        A = torch.sparse_coo_tensor(
+            torch.tensor([[0, 7], [1, 0]]), torch.ones(2), (2, 2), is_coalesced=True
+        )
+        with pytest.raises(sparsegrad_lab.InputValueError, match="row index 7 at entry 1") as info:
+            sparse_mm(A, torch.ones(2, 3))
+    assert info.value.__context__ is None and info.value.__cause__ is None
