@@ -504,7 +504,9 @@ def _pattern_bytes(A: Tensor) -> int:
 
     COO ``(b, n, m)``: ``b n + 1`` int64 row pointers (and, batched, the stacked row and
     column of every entry); batched CSR: the stacked row pointers and columns. A 2-D CSR
-    pattern is ``A``'s own indices.
+    pattern is ``A``'s own indices. The row pointers of a graph that :func:`coo_product`
+    multiplies are counted too: a later step (``create_graph``, torch's sampled kernel)
+    builds them on first use, after this check.
     """
     b, n = (A.shape[0], A.shape[1]) if A.dim() == 3 else (1, A.shape[0])
     if A.layout == torch.sparse_coo:
