@@ -35,17 +35,20 @@ only, no GPU or MPI needed.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .errors import InputValueError
+from ._checks import check_int, check_real
+from .errors import InputTypeError, InputValueError
 from .ops import sparse_mm
 
 __all__ = ["EdgeWeightProblem", "EdgeWeights", "train_distributed", "train_single"]
@@ -58,12 +61,18 @@ class EdgeWeightProblem:
     ``W*`` is ``n x n`` with about ``nnz`` stored entries at random positions (duplicates
     merged), positive, each row summing to 1; ``X`` holds ``p`` random signals. Everything is
     float64 and rebuilt from these numbers alone, so each process of a distributed run makes
-    the same problem without receiving any tensor.
+    the same problem without receiving any tensor. The numbers are checked when the problem
+    is made (``n``, ``nnz``, ``p`` ints ``>= 1``, ``seed`` an int ``>= 0``, ``sigma`` finite
+    and ``>= 0``), so a wrong one is refused before any process starts.
 
     >>> problem = EdgeWeightProblem(n=30, nnz=90, p=4)
     >>> indices, w_true, X, Y = problem.tensors()
     >>> indices.shape[0], X.shape, Y.shape
     (2, torch.Size([30, 4]), torch.Size([30, 4]))
+    >>> EdgeWeightProblem(p=2.0)
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: EdgeWeightProblem: p must be an int, got float
     """
 
     n: int = 200
@@ -71,6 +80,14 @@ class EdgeWeightProblem:
     p: int = 32
     sigma: float = 0.02
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        where = "EdgeWeightProblem"
+        # Stored as plain Python numbers: asdict() hands them to freshly spawned processes.
+        for name in ("n", "nnz", "p"):
+            object.__setattr__(self, name, check_int(getattr(self, name), name, where, minimum=1))
+        object.__setattr__(self, "seed", check_int(self.seed, "seed", where, minimum=0))
+        object.__setattr__(self, "sigma", _finite(self.sigma, "sigma", where, positive=False))
 
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(indices, w_true, X, Y)``: the pattern (2 x nnz, coalesced), true values, data."""
@@ -105,6 +122,8 @@ class EdgeWeights(nn.Module):
 
     def __init__(self, indices: Tensor, n: int) -> None:
         super().__init__()
+        n = check_int(n, "n", "EdgeWeights", minimum=1)
+        _check_indices(indices, n)
         rows = indices[0]
         degree = torch.bincount(rows, minlength=n).to(torch.float64)
         self.n = n
@@ -114,6 +133,41 @@ class EdgeWeights(nn.Module):
     def forward(self, X: Tensor) -> Tensor:
         W = torch.sparse_coo_tensor(self.indices, self.values, (self.n, self.n), is_coalesced=True)
         return sparse_mm(W, X)
+
+
+def _check_indices(indices: Any, n: int) -> None:
+    """Refuse anything but a ``(2, nnz)`` integer tensor of positions in an ``n x n`` matrix."""
+    where = "EdgeWeights"
+    if not isinstance(indices, Tensor) or indices.dtype != torch.int64:
+        got = f"dtype {indices.dtype}" if isinstance(indices, Tensor) else type(indices).__name__
+        raise InputTypeError(f"{where}: indices must be an int64 tensor (2, nnz), got {got}")
+    if indices.dim() != 2 or indices.shape[0] != 2:
+        raise InputValueError(
+            f"{where}: indices must have shape (2, nnz), got {tuple(indices.shape)}"
+        )
+    if indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < n:
+        raise InputValueError(
+            f"{where}: indices must lie in [0, {n}) (W is {n} x {n}), got values from "
+            f"{int(indices.min())} to {int(indices.max())}"
+        )
+
+
+def _finite(value: Any, name: str, where: str, *, positive: bool) -> float:
+    """``value`` as a finite float, ``> 0`` if ``positive``, else ``>= 0``."""
+    number = check_real(value, name, where, low=0.0, high=math.inf)  # a number, >= 0, not NaN
+    if math.isinf(number) or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise InputValueError(f"{where}: {name} must be finite and {bound}, got {value!r}")
+    return number
+
+
+def _check_run(where: str, problem: Any, steps: Any, lr: Any) -> tuple[int, float]:
+    """The checked ``steps`` and ``lr`` of a training run, after checking ``problem``."""
+    if not isinstance(problem, EdgeWeightProblem):
+        raise InputTypeError(
+            f"{where}: problem must be an EdgeWeightProblem, got {type(problem).__name__}"
+        )
+    return check_int(steps, "steps", where, minimum=0), _finite(lr, "lr", where, positive=True)
 
 
 def _train(model: nn.Module, X: Tensor, Y: Tensor, steps: int, lr: float) -> None:
@@ -126,7 +180,16 @@ def _train(model: nn.Module, X: Tensor, Y: Tensor, steps: int, lr: float) -> Non
 
 
 def train_single(problem: EdgeWeightProblem, steps: int = 50, lr: float = 0.01) -> Tensor:
-    """Train on all ``p`` signals in this process; returns the learned values."""
+    """Train on all ``p`` signals in this process; returns the learned values.
+
+    ``steps`` (an int ``>= 0``) steps of Adam at learning rate ``lr`` (finite, ``> 0``).
+
+    >>> train_single(EdgeWeightProblem(n=20, nnz=40, p=4), steps=True)
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: train_single: steps must be an int, got bool
+    """
+    steps, lr = _check_run("train_single", problem, steps, lr)
     indices, _, X, Y = problem.tensors()
     model = EdgeWeights(indices, problem.n)
     _train(model, X, Y, steps, lr)
@@ -260,14 +323,29 @@ def train_distributed(
     processes meet through a file in a temporary folder (no port to pick, so none to lose
     to another program) and talk over loopback.
 
+    Every argument is checked before a process starts: ``world_size`` an int ``>= 1`` that
+    divides ``problem.p``, ``steps`` an int ``>= 0``, ``lr`` and ``deadline_s`` finite and
+    ``> 0``.
+
     Raises
     ------
+    InputTypeError
+        If an argument has the wrong type (a bool or a float where an int is expected).
     InputValueError
-        If ``world_size`` does not divide ``problem.p``.
+        If ``world_size`` does not divide ``problem.p``, or a number is out of range.
     TimeoutError
         If the processes have not finished after ``deadline_s`` seconds; they are stopped
         first, and the message says what each was doing.
+
+    >>> train_distributed(EdgeWeightProblem(p=8), world_size=2.0)
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: train_distributed: world_size must be an int, got float
     """
+    where = "train_distributed"
+    steps, lr = _check_run(where, problem, steps, lr)
+    world_size = check_int(world_size, "world_size", where, minimum=1)
+    deadline_s = _finite(deadline_s, "deadline_s", where, positive=True)
     _shard(problem, world_size)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)

@@ -19,7 +19,9 @@ Jupyter's inline backend shows them at the end of a cell.
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from ._checks import check_int
+from ._checks import check_int, check_real
 from .errors import InputTypeError, InputValueError
 from .implementations import IMPLEMENTATIONS
 from .memory_model import storage_bytes
@@ -80,7 +82,21 @@ def use_lesson_style() -> None:
 
 
 def close_figure(fig: Figure) -> None:
-    """Release a figure made here (pyplot keeps every figure it made until closed)."""
+    """Release a figure made here (pyplot keeps every figure it made until closed).
+
+    Only a :class:`~matplotlib.figure.Figure`: ``plt.close`` would also take ``"all"`` or a
+    number, and close figures this call was never given.
+
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> close_figure("all")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: close_figure: fig must be a matplotlib Figure, got str
+    """
+    if not isinstance(fig, Figure):
+        raise InputTypeError(
+            f"close_figure: fig must be a matplotlib Figure, got {type(fig).__name__}"
+        )
     plt.close(fig)
 
 
@@ -124,7 +140,24 @@ def _coordinates(pattern: SparsityPattern) -> tuple[Tensor, Tensor, int, tuple[i
 
 def _stats(nnz: int, batch: int, block_shape: tuple[int, int]) -> str:
     n, m = block_shape
-    return f"nnz = {nnz:,}, density = {nnz / (batch * n * m):.3g}"
+    positions = batch * n * m
+    if positions == 0:  # a zero dimension: no position to store, no density to give
+        return f"nnz = {nnz:,}, no positions"
+    return f"nnz = {nnz:,}, density = {nnz / positions:.3g}"
+
+
+def _matrix_limits(ax: Axes, N: int, M: int) -> None:
+    """Limits of an ``N x M`` matrix drawn one unit per cell, row 0 at the top.
+
+    An empty dimension keeps one cell's span without ticks: matplotlib cannot show a span of
+    zero (it warns and widens it), and a tick would name a row or column that does not exist.
+    """
+    ax.set_xlim(-0.5, max(M, 1) - 0.5)
+    ax.set_ylim(max(N, 1) - 0.5, -0.5)
+    if M == 0:
+        ax.set_xticks([])
+    if N == 0:
+        ax.set_yticks([])
 
 
 # --------------------------------------------------------------------------- spy plots
@@ -143,7 +176,10 @@ def spy(
     Row ``i`` runs down and column ``j`` across, as in the matrix. A batch ``(b, n, m)`` is
     drawn as the ``(b n) x (b m)`` block-diagonal matrix it stands for, with each item's
     block outlined. Above ``max_markers`` entries the matrix is binned into a
-    ``400 x 400`` image whose grey level is the fraction of stored positions per bin.
+    ``400 x 400`` image whose grey level is the fraction of stored positions per bin. A
+    matrix with a zero dimension -- ``(0, m)``, ``(n, 0)``, an empty batch ``(0, n, m)`` --
+    stores nothing: its plot is empty, titled with its shape, and the empty axis spans one
+    cell without ticks.
 
     Parameters
     ----------
@@ -156,6 +192,7 @@ def spy(
     markersize : float, optional
         Marker size in points; by default about one matrix cell.
     max_markers : int, default 200_000
+        Above this many stored entries the plot is binned; ``>= 0``.
 
     Returns
     -------
@@ -169,8 +206,14 @@ def spy(
     >>> fig, ax = plt.subplots()
     >>> spy(torch.eye(5).to_sparse(), ax=ax) is ax, ax.get_title()
     (True, 'nnz = 5, density = 0.2')
+    >>> ax.clear()
+    >>> spy(torch.zeros(0, 5).to_sparse(), ax=ax).get_title()
+    '0 x 5: nnz = 0, no positions'
     >>> plt.close(fig)
     """
+    max_markers = check_int(max_markers, "max_markers", "spy", minimum=0)
+    if markersize is not None:
+        markersize = check_real(markersize, "markersize", "spy", low=0.0, high=sys.float_info.max)
     pattern, _ = _entries("spy", A)
     row, col, batch, (n, m) = _coordinates(pattern)
     fig, ax = _canvas(ax, (5.0, 5.0))
@@ -187,7 +230,7 @@ def spy(
     else:
         if markersize is None:
             # About one cell of a 5-inch (360-point) axes, never below half a point.
-            markersize = min(6.0, max(0.5, 300.0 / max(N, M)))
+            markersize = min(6.0, max(0.5, 300.0 / max(N, M, 1)))
         ax.plot(
             col.numpy(),
             row.numpy(),
@@ -197,7 +240,7 @@ def spy(
             markeredgewidth=0,
             color=_colour(0),
         )
-    if batch > 1:
+    if batch > 1 and n * m > 0:  # an empty item has no block to outline
         for t in range(batch):
             ax.add_patch(
                 Rectangle(
@@ -210,14 +253,15 @@ def spy(
                     edgecolor="0.5",
                 )
             )
-    ax.set_xlim(-0.5, M - 0.5)
-    ax.set_ylim(N - 0.5, -0.5)
+    _matrix_limits(ax, N, M)
     ax.set_aspect("equal" if max(N, M) <= 20 * min(N, M) else "auto")
     ax.set_xlabel("column j")
     ax.set_ylabel("row i")
     stats = _stats(nnz, batch, (n, m)) + binned
-    if batch > 1:
+    if batch != 1:
         stats = f"{batch} blocks of {n} x {m}: {stats}"
+    elif n * m == 0:
+        stats = f"{n} x {m}: {stats}"
     ax.set_title(stats if title is None else f"{title}\n{stats}")
     return ax if fig is None else fig
 
@@ -233,7 +277,9 @@ def draw_batched_product(As: Tensor | Sequence[Tensor], ax: Axes | None = None) 
     Parameters
     ----------
     As : Tensor or sequence of Tensor
-        A batched ``(b, n, m)`` tensor (sparse or dense), or ``b`` matrices of one shape.
+        A batched ``(b, n, m)`` tensor (sparse or dense), or ``b`` matrices of one shape;
+        at least one item, of at least one row and one column (:func:`spy` draws an empty
+        matrix).
     ax : Axes, optional
 
     Returns
@@ -267,6 +313,13 @@ def draw_batched_product(As: Tensor | Sequence[Tensor], ax: Axes | None = None) 
         raise InputTypeError(
             "draw_batched_product: As must be a (b, n, m) tensor or a non-empty sequence of "
             f"2-D tensors, got {type(As).__name__}"
+        )
+    if 0 in batched.shape:
+        # The diagram's blocks, labels and stacks are sized by b, n and m: with one of them 0
+        # there is no block to draw and no product to show.
+        raise InputValueError(
+            "draw_batched_product: As needs at least one item of at least one row and one "
+            f"column, got shape {tuple(batched.shape)}; spy(As) draws an empty matrix"
         )
     pattern, _ = _entries("draw_batched_product", batched)
     row, col, batch, (n, m) = _coordinates(pattern)
@@ -449,13 +502,34 @@ def draw_storage(A: Tensor, ax: Axes | None = None) -> Figure | Axes:
 # --------------------------------------------------------------------------- curves
 
 
-def _floats(func: str, name: str, values: Any, length: int | None) -> list[float]:
-    """``values`` as floats (``None`` -> NaN, a gap), checked to have ``length`` of them."""
-    if isinstance(values, str) or not isinstance(values, Sequence | Tensor):
+def _floats(
+    func: str, name: str, values: Any, length: int | None, *, spread: bool = False
+) -> list[float]:
+    """``values`` as floats (``None`` -> NaN, a gap), checked to have ``length`` of them.
+
+    ``spread``: the values are error-bar half-widths, which matplotlib refuses negative.
+    """
+    if isinstance(values, Tensor) and values.dim() == 1:
+        values = values.tolist()
+    if isinstance(values, str) or not isinstance(values, Sequence):
         raise InputTypeError(
             f"{func}: {name} must be a sequence of numbers, got {type(values).__name__}"
         )
-    out = [math.nan if v is None else float(v) for v in values]
+    out = []
+    for k, v in enumerate(values):
+        if v is None:
+            out.append(math.nan)
+        elif isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise InputTypeError(
+                f"{func}: {name} must hold numbers (None for a gap), got "
+                f"{type(v).__name__} at position {k}"
+            )
+        elif spread and v < 0:
+            raise InputValueError(
+                f"{func}: {name} must be >= 0 (a spread), got {v} at position {k}"
+            )
+        else:
+            out.append(float(v))
     if length is not None and len(out) != length:
         raise InputValueError(f"{func}: {name} has {len(out)} values, but x has {length}")
     return out
@@ -478,12 +552,17 @@ def _curves(
     xs = _floats(func, "x", x, None)
     if not isinstance(series, Mapping) or not series:
         raise InputTypeError(f"{func}: series must be a non-empty dict name -> values")
+    for kind, curves in (("model", model), ("errors", errors)):
+        if curves is not None and not isinstance(curves, Mapping):
+            raise InputTypeError(
+                f"{func}: {kind} must be a dict name -> values or None, got {type(curves).__name__}"
+            )
     # Everything is checked before a figure exists, so a refused call leaves none open.
     given = {"series": series, "model": model or {}, "errors": errors or {}}
     if unknown := set(given["errors"]) - set(series):
         raise InputValueError(f"{func}: errors name series {sorted(unknown)} that are not drawn")
     ys = {
-        (kind, name): _floats(func, f"{kind}[{name!r}]", values, len(xs))
+        (kind, name): _floats(func, f"{kind}[{name!r}]", values, len(xs), spread=kind == "errors")
         for kind, curves in given.items()
         for name, values in curves.items()
     }
@@ -638,9 +717,9 @@ def plot_gradient_entry(
     Parameters
     ----------
     G : Tensor
-        Dense ``(n, p)``.
+        Dense ``(n, p)``, ``n >= 1``, ``p >= 1``.
     B : Tensor
-        Dense ``(m, p)``.
+        Dense ``(m, p)``, ``m >= 1``.
     i, j : int
         The entry of ``A``: ``0 <= i < n``, ``0 <= j < m``.
     ax : Axes, optional
@@ -668,6 +747,11 @@ def plot_gradient_entry(
             "columns p"
         )
     (n, p), m = G.shape, B.shape[0]
+    if 0 in (n, m, p):
+        raise InputValueError(
+            f"{func}: G {tuple(G.shape)} and B {tuple(B.shape)} must each have at least one "
+            "row, and p >= 1 columns: the figure frames a row of each"
+        )
     i = check_int(i, "i", func, minimum=0, below=n)
     j = check_int(j, "j", func, minimum=0, below=m)
     G64 = G.detach().to(torch.complex128 if G.is_complex() or B.is_complex() else torch.float64)
@@ -720,16 +804,18 @@ def plot_memory_points(
     """Predicted and measured peak extra memory of each strategy, as points on a log axis.
 
     One row per strategy: a hollow circle for the model, a filled one for the measurement
-    (none when the case was refused or not measured, which the row's label says). Points,
+    (none when the case was refused or not measured, or measured 0 B, which a log axis
+    cannot show: the row's label says which). Points,
     not bars: the strategies differ by orders of magnitude, which needs a log axis, and a
     bar's length on a log axis depends on where the axis happens to start.
 
     Parameters
     ----------
     predicted : dict of str to int
-        Bytes per strategy from the model.
+        Bytes per strategy from the model, each ``> 0``.
     measured : dict of str to int or None
-        Bytes per strategy as measured; ``None`` (refused or not measured) draws no point.
+        Bytes per strategy as measured (``>= 0``), for the same names; ``None`` (refused or
+        not measured) draws no point.
     title : str, optional
     ax : Axes, optional
 
@@ -748,19 +834,36 @@ def plot_memory_points(
     ['sddmm', 'dense (not run)']
     >>> close_figure(fig)
     """
+    func = "plot_memory_points"
     if not isinstance(predicted, Mapping) or not predicted:
-        raise InputTypeError("plot_memory_points: predicted must be a non-empty dict name -> bytes")
+        raise InputTypeError(f"{func}: predicted must be a non-empty dict name -> bytes")
+    if not isinstance(measured, Mapping):
+        raise InputTypeError(
+            f"{func}: measured must be a dict name -> bytes or None, got {type(measured).__name__}"
+        )
     if set(measured) != set(predicted):
         raise InputValueError(
-            f"plot_memory_points: measured names {sorted(measured)}, predicted {sorted(predicted)}"
+            f"{func}: measured names {sorted(measured)}, predicted {sorted(predicted)}"
         )
+    # The model's bytes go on a log axis, which has no place for 0 or less.
+    model = {s: _bytes(func, f"predicted[{s!r}]", v, positive=True) for s, v in predicted.items()}
+    found = {
+        s: None if v is None else _bytes(func, f"measured[{s!r}]", v, positive=False)
+        for s, v in measured.items()
+    }
     names = list(predicted)
     fig, ax = _canvas(ax, (6.0, 0.9 + 0.45 * len(names)))
     rows = range(len(names))
-    ax.plot([predicted[s] / 2**20 for s in names], list(rows), "o", mfc="none", label="model")
-    ran = [k for k, s in enumerate(names) if measured[s] is not None]
-    ax.plot([measured[names[k]] / 2**20 for k in ran], ran, "o", label="measured")  # type: ignore[operator]
-    ax.set_yticks(list(rows), [s if measured[s] is not None else f"{s} (not run)" for s in names])
+    ax.plot([model[s] / 2**20 for s in names], list(rows), "o", mfc="none", label="model")
+    ran = [k for k, s in enumerate(names) if found[s]]  # neither None nor 0 B
+    ax.plot([found[names[k]] / 2**20 for k in ran], ran, "o", label="measured")  # type: ignore[operator]
+
+    def label(s: str) -> str:
+        if found[s] is None:
+            return f"{s} (not run)"
+        return f"{s} (measured 0 B)" if found[s] == 0 else s
+
+    ax.set_yticks(list(rows), [label(s) for s in names])
     ax.set_ylim(len(names) - 0.5, -0.5)  # first strategy on top
     ax.set_xscale("log")
     ax.set_xlabel("peak extra memory (MiB, log scale)")
@@ -769,6 +872,15 @@ def plot_memory_points(
         ax.set_title(title)
     ax.legend()
     return ax if fig is None else fig
+
+
+def _bytes(func: str, name: str, value: Any, *, positive: bool) -> float:
+    """A byte count as a float: a finite real number, ``> 0`` or (not ``positive``) ``>= 0``."""
+    number = check_real(value, name, func, low=-math.inf, high=math.inf)  # a number, not NaN
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise InputValueError(f"{func}: {name} must be a finite byte count {bound}, got {value!r}")
+    return number
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -788,6 +900,23 @@ def plot_benchmark(results: Sequence[Result], path: str | os.PathLike[str] | Non
     >>> [line.get_label() for line in plot_benchmark(results).axes[0].lines]
     ['sddmm (csr)']
     """
+    if isinstance(results, str) or not isinstance(results, Sequence):
+        raise InputTypeError(
+            "plot_benchmark: results must be a sequence of benchmark Results (from "
+            f"run_benchmark), got {type(results).__name__}"
+        )
+    for k, r in enumerate(results):
+        # Duck-typed: importing the benchmark here would load its measuring machinery with
+        # every figure.
+        if not all(hasattr(r, a) for a in ("status", "impl", "case", "fwdbwd_ms")):
+            raise InputTypeError(
+                f"plot_benchmark: results[{k}] must be a benchmark Result (from run_benchmark), "
+                f"got {type(r).__name__}"
+            )
+    if path is not None and not isinstance(path, str | os.PathLike):
+        raise InputTypeError(
+            f"plot_benchmark: path must be a str, a path or None, got {type(path).__name__}"
+        )
     groups: dict[tuple[str, str, int, int], list[Result]] = {}
     for r in results:
         if r.status == "ok":

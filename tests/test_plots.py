@@ -20,8 +20,10 @@ from sparsegrad_lab.errors import InputTypeError, InputValueError
 from sparsegrad_lab.example_matrices import banded, uniform_random
 from sparsegrad_lab.memory_model import storage_bytes
 from sparsegrad_lab.plots import (
+    close_figure,
     draw_batched_product,
     draw_storage,
+    plot_benchmark,
     plot_gradient_entry,
     plot_memory_curves,
     plot_memory_points,
@@ -155,6 +157,57 @@ def test_spy_errors(A, error, words):
         spy(A)
 
 
+@pytest.mark.parametrize(
+    ("shape", "title", "xlim", "ylim", "tickless"),
+    [
+        ((0, 5), "0 x 5: nnz = 0, no positions", (-0.5, 4.5), (0.5, -0.5), "y"),
+        ((5, 0), "5 x 0: nnz = 0, no positions", (-0.5, 0.5), (4.5, -0.5), "x"),
+        ((0, 0), "0 x 0: nnz = 0, no positions", (-0.5, 0.5), (0.5, -0.5), "xy"),
+        ((0, 3, 4), "0 blocks of 3 x 4: nnz = 0, no positions", (-0.5, 0.5), (0.5, -0.5), "xy"),
+        ((2, 0, 3), "2 blocks of 0 x 3: nnz = 0, no positions", (-0.5, 5.5), (0.5, -0.5), "y"),
+    ],
+)
+@pytest.mark.parametrize("layout", ["coo", "dense"])
+def test_spy_of_a_matrix_with_a_zero_dimension_is_an_empty_labelled_plot(
+    shape, title, xlim, ylim, tickless, layout
+):
+    # Used to divide by zero (the density, the default marker size). A warning fails too:
+    # matplotlib warns about a span of zero, which the empty axis must not have.
+    A = torch.zeros(shape)
+    ax = drawn(spy(A.to_sparse() if layout == "coo" else A))
+    assert marker_points(ax) == []
+    assert ax.get_title() == title
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("column j", "row i")
+    assert ax.get_xlim() == xlim and ax.get_ylim() == ylim
+    # An empty dimension has no ticks: any would name a row or column that does not exist.
+    assert (len(ax.get_xticks()) == 0, len(ax.get_yticks()) == 0) == (
+        "x" in tickless,
+        "y" in tickless,
+    )
+    assert not rectangles(ax)  # no outline of an empty block
+
+
+def test_spy_of_an_empty_csr_matrix():
+    ax = drawn(spy(to_csr(torch.zeros(3, 0))))
+    assert ax.get_title() == "3 x 0: nnz = 0, no positions"
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        ({"max_markers": -1}, InputValueError, "spy: max_markers must be >= 0, got -1"),
+        ({"max_markers": 2.5}, InputTypeError, "spy: max_markers must be an int, got float"),
+        ({"markersize": "big"}, InputTypeError, "spy: markersize must be a real number"),
+        ({"markersize": -1.0}, InputValueError, "spy: markersize must lie in"),
+        ({"markersize": math.nan}, InputValueError, "spy: markersize must lie in"),
+    ],
+)
+def test_spy_checks_its_options_before_drawing(options, error, words):
+    # The leak check (autouse fixture) also asserts that no figure was opened.
+    with pytest.raises(error, match=re.escape(words)):
+        spy(torch.zeros(0, 5).to_sparse(), **options)
+
+
 def test_spy_rejects_a_foreign_axes_argument():
     with pytest.raises(InputTypeError, match="ax must be a matplotlib Axes"):
         spy(SMALL.to_sparse(), ax="left")
@@ -282,6 +335,23 @@ def test_draw_batched_product_errors(As, error, words):
         draw_batched_product(As)
 
 
+@pytest.mark.parametrize(
+    "As",
+    [
+        torch.zeros(0, 3, 3),
+        torch.zeros(0, 3, 3).to_sparse(),
+        [torch.zeros(0, 3)] * 2,
+        [torch.zeros(3, 0).to_sparse()] * 2,
+        [torch.zeros(0, 0)],
+    ],
+    ids=["empty-batch", "empty-batch-coo", "no-rows", "no-columns", "0x0"],
+)
+def test_draw_batched_product_refuses_zero_sizes_and_points_to_spy(As):
+    # Used to divide by zero; a diagram of blocks with no block to draw makes no sense.
+    with pytest.raises(InputValueError, match=r"at least one item of at least one row .*spy"):
+        draw_batched_product(As)
+
+
 # --------------------------------------------------------------------------- curves
 
 
@@ -367,6 +437,36 @@ def test_timings_defaults_and_error_bars():
     assert labels == ["dense (measured)", "sddmm (measured)", "sddmm (model)"]
 
 
+@pytest.mark.parametrize(
+    ("series", "model", "errors", "error", "words"),
+    [
+        (
+            {"a": ["x"]},
+            None,
+            None,
+            InputTypeError,
+            r"series\['a'\] must hold numbers .* str at position 0",
+        ),
+        ({"a": [True]}, None, None, InputTypeError, "got bool at position 0"),
+        ({"a": [1.0]}, {"b": [object()]}, None, InputTypeError, r"model\['b'\] must hold numbers"),
+        ({"a": [1.0]}, [1.0], None, InputTypeError, "model must be a dict name -> values or None"),
+        ({"a": [1.0]}, None, [0.1], InputTypeError, "errors must be a dict name -> values or None"),
+        ({"a": [1.0]}, None, {"a": [-0.1]}, InputValueError, r"errors\['a'\] must be >= 0"),
+    ],
+)
+def test_curves_check_every_value_before_drawing(series, model, errors, error, words):
+    # Used to surface as float()'s ValueError, or matplotlib's, after the figure existed.
+    with pytest.raises(error, match=words):
+        plot_timings([1.0], series, model, xlabel="n", errors=errors)
+
+
+def test_curves_take_a_1d_tensor_as_values():
+    ax = drawn(
+        plot_memory_curves(torch.tensor([1.0, 2.0]), {"a": torch.tensor([3.0, 4.0])}, xlabel="n")
+    )
+    assert ax.lines[0].get_ydata().tolist() == [3.0, 4.0]
+
+
 def test_timings_errors_must_name_a_series():
     with pytest.raises(InputValueError, match=r"errors name series \['gather'\]"):
         plot_timings([1], {"sddmm": [1.0]}, xlabel="n", errors={"gather": [0.1]})
@@ -429,6 +529,11 @@ def test_gradient_entry_into_a_given_axes(own_axes):
         (torch.ones(3, 2), torch.ones(4, 2), 0.0, 0, InputTypeError, "i must be an int"),
         (torch.ones(3), torch.ones(4, 2), 0, 0, InputTypeError, "G must be a dense 2-D"),
         (torch.ones(3, 2), torch.eye(2).to_sparse(), 0, 0, InputTypeError, "B must be a dense"),
+        # Zero sizes: no row to frame, or nothing to sum over (p = 0 used to draw
+        # zero-width images and warn).
+        (torch.ones(3, 0), torch.ones(4, 0), 0, 0, InputValueError, r"p >= 1 columns"),
+        (torch.ones(0, 2), torch.ones(4, 2), 0, 0, InputValueError, r"at least one\s+row"),
+        (torch.ones(3, 2), torch.ones(0, 2), 0, 0, InputValueError, r"at least one\s+row"),
     ],
 )
 def test_gradient_entry_errors(G, B, i, j, error, words):
@@ -462,3 +567,59 @@ def test_memory_points_pair_model_and_measurement_per_strategy(own_axes):
 def test_memory_points_errors(predicted, measured, error, words):
     with pytest.raises(error, match=words):
         plot_memory_points(predicted, measured)
+
+
+@pytest.mark.parametrize(
+    ("predicted", "measured", "error", "words"),
+    [
+        # A list of the right names used to pass as "measured" and fail at drawing.
+        ({"sddmm": 1}, ["sddmm"], InputTypeError, "measured must be a dict name -> bytes"),
+        ({"sddmm": "1"}, {"sddmm": None}, InputTypeError, r"predicted\['sddmm'\] must be a real"),
+        ({"sddmm": 1}, {"sddmm": "1"}, InputTypeError, r"measured\['sddmm'\] must be a real"),
+        ({"sddmm": 0}, {"sddmm": None}, InputValueError, r"byte count > 0, got 0"),
+        ({"sddmm": 1}, {"sddmm": -5}, InputValueError, r"byte count >= 0, got -5"),
+        ({"sddmm": math.inf}, {"sddmm": 1}, InputValueError, r"byte count > 0, got inf"),
+    ],
+)
+def test_memory_points_check_the_byte_counts(predicted, measured, error, words):
+    with pytest.raises(error, match=words):
+        plot_memory_points(predicted, measured)
+
+
+def test_memory_points_label_a_measurement_of_zero_bytes(own_axes):
+    plot_memory_points({"sddmm": 2**20, "dense": 2**22}, {"sddmm": 0, "dense": 2**22}, ax=own_axes)
+    labels = [t.get_text() for t in own_axes.get_yticklabels()]
+    assert labels == ["sddmm (measured 0 B)", "dense"]
+    assert own_axes.lines[1].get_xdata().tolist() == [4.0]  # no point for 0 on a log axis
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+@pytest.mark.parametrize(
+    ("results", "path", "words"),
+    [
+        (3, None, "results must be a sequence of benchmark Results"),
+        ("ok", None, "results must be a sequence of benchmark Results"),
+        ([{"status": "ok"}], None, r"results\[0\] must be a benchmark Result .* got dict"),
+        ([], 3, "path must be a str, a path or None, got int"),
+    ],
+)
+def test_plot_benchmark_checks_its_arguments(results, path, words):
+    with pytest.raises(InputTypeError, match=words):
+        plot_benchmark(results, path)
+
+
+def test_plot_benchmark_of_no_results_is_an_empty_figure():
+    fig = plot_benchmark([])
+    assert [ax.get_xlabel() for ax in fig.axes] == ["stored entries nnz (all batch items)"] * 2
+    assert not any(ax.lines for ax in fig.axes)
+
+
+def test_close_figure_closes_only_a_figure_it_is_given():
+    fig, _ = plt.subplots()
+    with pytest.raises(InputTypeError, match="close_figure: fig must be a matplotlib Figure"):
+        close_figure("all")  # plt.close("all") would close every figure, the caller's too
+    assert plt.fignum_exists(fig.number)
+    close_figure(fig)
+    assert not plt.fignum_exists(fig.number)

@@ -9,8 +9,10 @@ import matplotlib
 import pytest
 import torch
 
+import sparsegrad_lab.ops
 from sparsegrad_lab import widgets
-from sparsegrad_lab.errors import format_bytes
+from sparsegrad_lab.errors import InputTypeError, InputValueError, format_bytes
+from sparsegrad_lab.example_matrices import MATRIX_KINDS
 
 matplotlib.use("Agg")
 
@@ -44,8 +46,188 @@ def test_gradient_entry_report_explains_unstored_entry():
 
 def test_gradient_entry_report_rejects_out_of_range():
     A = torch.eye(2).to_sparse()
-    with pytest.raises(ValueError, match=r"\(i, j\) must lie in 2 x 2, got \(2, 0\)"):
+    with pytest.raises(InputValueError, match=r"i must lie in \[0, 2\), got 2"):
         widgets.gradient_entry_report(A, torch.ones(2, 1), torch.ones(2, 1), 2, 0)
+
+
+@pytest.fixture
+def no_backward(monkeypatch):
+    """Fail the test if ``sparse_mm`` runs: a refused argument must cost no work."""
+
+    def ran(*args, **kwargs):
+        raise AssertionError("sparse_mm ran before the arguments were checked")
+
+    monkeypatch.setattr(sparsegrad_lab.ops, "sparse_mm", ran)
+
+
+EYE = torch.eye(2).to_sparse()
+BATCH = torch.stack([torch.eye(2), torch.ones(2, 2)]).to_sparse()
+
+
+@pytest.mark.parametrize(
+    ("A", "G", "B", "index", "error", "words"),
+    [
+        # A float index used to reach the dot product after the backward: an IndexError.
+        (
+            EYE,
+            torch.ones(2, 1),
+            torch.ones(2, 1),
+            (0.0, 1),
+            InputTypeError,
+            "i must be an int, got float",
+        ),
+        (
+            EYE,
+            torch.ones(2, 1),
+            torch.ones(2, 1),
+            (0, True),
+            InputTypeError,
+            "j must be an int, got bool",
+        ),
+        (
+            EYE,
+            torch.ones(2, 1),
+            torch.ones(2, 1),
+            (0, -1),
+            InputValueError,
+            r"j must lie in \[0, 2\)",
+        ),
+        # A batch used to fail with "too many values to unpack".
+        (
+            BATCH,
+            torch.ones(2, 2, 1),
+            torch.ones(2, 2, 1),
+            (0, 1),
+            InputValueError,
+            r"A is a batch \(2, 2, 2\); name its item with item=t, 0 <= t < 2",
+        ),
+        (
+            EYE,
+            torch.ones(3, 1),
+            torch.ones(2, 1),
+            (0, 0),
+            InputValueError,
+            r"G must be \(n, p\) with n = 2; got G of shape \(3, 1\)",
+        ),
+        (
+            EYE,
+            torch.ones(2, 1),
+            torch.ones(2, 2, 1),
+            (0, 0),
+            InputValueError,
+            r"B must be \(m, p\)",
+        ),
+        (
+            BATCH,
+            torch.ones(2, 2, 1),
+            torch.ones(3, 2, 1),
+            (0, 0),
+            InputValueError,
+            r"B must be \(b, m, p\) with b = 2, m = 2",
+        ),
+        (
+            EYE,
+            torch.ones(2, 1),
+            torch.ones(2, 2),
+            (0, 0),
+            InputValueError,
+            "same number of columns p",
+        ),
+        (
+            EYE,
+            torch.ones(2, 1),
+            torch.ones(2, 1, dtype=torch.float64),
+            (0, 0),
+            InputTypeError,
+            "G and B must have the same dtype",
+        ),
+        (EYE, torch.ones(2, 1), EYE, (0, 0), InputTypeError, "B must be a dense tensor"),
+        (
+            torch.eye(2),
+            torch.ones(2, 1),
+            torch.ones(2, 1),
+            (0, 0),
+            InputTypeError,
+            "A must be sparse",
+        ),
+        (
+            [[1.0]],
+            torch.ones(1, 1),
+            torch.ones(1, 1),
+            (0, 0),
+            InputTypeError,
+            "A must be a sparse torch.Tensor",
+        ),
+        # Zero sizes: no entry to explain, or no column to sum over.
+        (
+            torch.zeros(0, 2).to_sparse(),
+            torch.ones(0, 1),
+            torch.ones(2, 1),
+            (0, 0),
+            InputValueError,
+            r"A \(0, 2\) has no entry",
+        ),
+        (EYE, torch.ones(2, 0), torch.ones(2, 0), (0, 0), InputValueError, r"p = 0"),
+    ],
+)
+def test_gradient_entry_report_checks_every_argument_before_the_backward(
+    A, G, B, index, error, words, no_backward
+):
+    with pytest.raises(error, match=f"^gradient_entry_report: .*{words}"):
+        widgets.gradient_entry_report(A, G, B, *index)
+
+
+def test_gradient_entry_report_refuses_an_item_for_a_2d_matrix(no_backward):
+    with pytest.raises(InputValueError, match="item names a batch item, but A is 2-D"):
+        widgets.gradient_entry_report(EYE, torch.ones(2, 1), torch.ones(2, 1), 0, 0, item=0)
+    with pytest.raises(InputValueError, match=r"item must lie in \[0, 2\), got 2"):
+        widgets.gradient_entry_report(BATCH, torch.ones(2, 2, 1), torch.ones(2, 2, 1), 0, 0, item=2)
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_gradient_entry_report_of_a_batch_explains_the_named_item(layout):
+    gen = torch.Generator().manual_seed(1)
+    # One pattern for every item: torch builds a batched CSR only with equal nnz per item.
+    pattern = torch.rand(4, 5, generator=gen) < 0.6
+    pattern[1, 3], pattern[0, 4] = True, False  # (t, 1, 3) stored, (t, 0, 4) not
+    dense = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) * pattern
+    A = dense.to_sparse() if layout == "coo" else dense.to_sparse_csr()
+    G = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
+    B = torch.randn(3, 5, 2, generator=gen, dtype=torch.float64)
+    expected = G @ B.mT  # the dense gradient of <G, A B> with respect to A, item by item
+    report = widgets.gradient_entry_report(A, G, B, 1, 3, item=2)
+    assert (report.item, report.i, report.j, report.stored) == (2, 1, 3, True)
+    assert report.grad == pytest.approx(expected[2, 1, 3].item(), abs=1e-12)
+    assert report.dot == pytest.approx(expected[2, 1, 3].item(), abs=1e-12)
+    assert report.text.startswith("dL/dA[2, 1, 3] = G[2, 1, :] · B[2, 3, :] = ")
+    title = report.figure.axes[0].get_title()
+    matplotlib.pyplot.close(report.figure)
+    assert title.startswith("item 2: ")
+    unstored = widgets.gradient_entry_report(A, G, B, 0, 4, item=2)
+    matplotlib.pyplot.close(unstored.figure)
+    assert not unstored.stored and unstored.grad is None
+    assert unstored.text.startswith("A does not store (2, 0, 4)")
+    assert unstored.dot == pytest.approx(expected[2, 0, 4].item(), abs=1e-12)
+
+
+def test_gradient_entry_explorer_refuses_a_matrix_without_rows(no_backward):
+    # Used to fail building the slider: TraitError "setting max < min".
+    with pytest.raises(InputValueError, match=r"gradient_entry_explorer: A \(0, 3\) has no entry"):
+        widgets.gradient_entry_explorer(
+            torch.zeros(0, 3).to_sparse(), torch.ones(0, 2), torch.ones(3, 2)
+        )
+
+
+def test_gradient_entry_explorer_of_a_batch_has_an_item_slider():
+    A = torch.stack([torch.eye(3), torch.ones(3, 3)]).to_sparse()
+    G, B = torch.ones(2, 3, 2), torch.ones(2, 3, 2)
+    explorer = quietly(lambda: widgets.gradient_entry_explorer(A, G, B))
+    _, j_slider, item_slider = explorer.kwargs_widgets
+    assert (item_slider.min, item_slider.max, item_slider.description) == (0, 1, "item t")
+    quietly(lambda: setattr(j_slider, "value", 2))
+    assert (explorer.result.item, explorer.result.stored) == (0, False)  # eye: (0, 2) empty
+    quietly(lambda: setattr(item_slider, "value", 1))
+    assert (explorer.result.item, explorer.result.stored) == (1, True)  # ones: all stored
 
 
 def test_gradient_entry_explorer_sliders_drive_the_report():
@@ -68,6 +250,37 @@ def test_pattern_explorer_controls_change_the_pattern():
     assert explorer.result.name == "banded" and explorer.result.text != first.text
     quietly(lambda: setattr(explorer.children[1], "value", 400))
     assert explorer.result.shape == (400, 400)
+
+
+def test_pattern_explorer_refuses_an_unknown_name_and_lists_the_known_ones():
+    # Used to fail inside the dropdown: TraitError "Invalid selection: value not found".
+    with pytest.raises(InputValueError) as refused:
+        widgets.pattern_explorer(name="bogus")
+    message = str(refused.value)
+    assert message.startswith("pattern_explorer: name must be one of ")
+    assert all(repr(kind) in message for kind in MATRIX_KINDS) and "got 'bogus'" in message
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        # Off the slider, a value used to be clamped silently to its end.
+        ({"n": 10**6}, InputValueError, r"pattern_explorer: n must lie in \[20, 5001\)"),
+        ({"n": 500.0}, InputTypeError, "pattern_explorer: n must be an int, got float"),
+        ({"density": 0.9}, InputValueError, r"pattern_explorer: density must lie in \[0.0001, "),
+        ({"name": ["uniform"]}, InputValueError, "pattern_explorer: name must be one of"),
+    ],
+)
+def test_pattern_explorer_checks_its_starting_values(options, error, words):
+    with pytest.raises(error, match=words):
+        widgets.pattern_explorer(**options)
+
+
+def test_pattern_report_names_itself_when_refusing_a_name_or_seed():
+    with pytest.raises(InputValueError, match=r"^pattern_report: name must be one of"):
+        widgets.pattern_report("bogus", 100, 0.01)
+    with pytest.raises(InputTypeError, match=r"^pattern_report: seed must be an int"):
+        widgets.pattern_report("karate_club", 100, 0.01, seed=0.5)  # ignored, still checked
 
 
 def test_pattern_report_refuses_over_budget():
@@ -104,6 +317,38 @@ def test_memory_explorer_slider_previews_and_button_measures():
     assert shown.getvalue().endswith(widgets.memory_preview(200, 0.01, 8) + "\n")
     quietly(explorer.manual_button.click)
     assert explorer.result.case["p"] == 8 and explorer.result.measured["sddmm"] is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "error", "words"),
+    [
+        # A negative density used to be previewed as one stored entry.
+        ((1000, -1.0, 8), {}, InputValueError, r"density must lie in \[0.0, 1.0\]"),
+        ((1000, 0.0, 8), {}, InputValueError, r"density must lie in \(0, 1\]"),
+        ((1000, 0.01, 8.0), {}, InputTypeError, "p must be an int, got float"),
+        ((0, 0.01, 8), {}, InputValueError, "n must be >= 1, got 0"),
+        ((1000, 0.01, 8), {"budget": -1}, InputValueError, "budget must be >= 0"),
+    ],
+)
+@pytest.mark.parametrize("func", ["memory_preview", "memory_report"])
+def test_memory_preview_and_report_check_the_setting(func, args, options, error, words):
+    with pytest.raises(error, match=f"^{func}: {words}"):
+        getattr(widgets, func)(*args, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"n": 0}, r"n must lie in \[100, 20001\), got 0"),
+        ({"n": 10**6}, r"n must lie in \[100, 20001\)"),
+        ({"density": 0.5}, "density must lie in"),
+        ({"p": 1000}, r"p must lie in \[1, 257\)"),
+    ],
+)
+def test_memory_explorer_checks_its_starting_values(options, words):
+    # Off the slider, a value used to be clamped silently -- and then measured.
+    with pytest.raises(InputValueError, match=f"^memory_explorer: {words}"):
+        widgets.memory_explorer(**options)
 
 
 def test_memory_preview_predicts_what_the_report_then_runs():
