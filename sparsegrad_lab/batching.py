@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import _kind, check_sparse_layout
+from ._checks import _kind, check_indices, check_sparse_layout
 from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError
 from .pattern import pattern_and_values
@@ -81,6 +81,58 @@ def _check_alike(fn: str, matrices: Sequence[Tensor]) -> None:
             )
 
 
+def _check_indices_of(fn: str, M: Tensor, name: str) -> None:
+    """Refuse the indices of ``M`` (called ``name``) that ``sparse_mm`` would refuse.
+
+    A block must be checked before its entries move: shifted by its offsets, an index out
+    of its block's range lands inside another block, where it is a legal entry of the
+    result, so only the block itself can tell that it is wrong.
+    """
+    if M.device.type != "meta":  # a meta tensor holds no indices to read
+        check_indices(M, fn, name=name)
+
+
+def _check_batch(fn: str, A: Tensor) -> None:
+    """:func:`_check_indices_of` for each item of a batched ``(b, n, m)`` ``A``.
+
+    The whole batch is checked at once, as ``sparse_mm`` checks it; only if that fails is
+    each item checked alone, so that the message names the block (and its entry) at fault.
+    An error that lies between items (a batch index out of range, items out of order) is
+    reported for the whole batch.
+    """
+    if A.device.type == "meta":
+        return
+    try:
+        check_indices(A, fn, name="matrices[0]")
+    except InputValueError:
+        for t, item in enumerate(_items(A)):
+            check_indices(item, fn, name=f"block {t}")
+        raise
+
+
+def _items(A: Tensor) -> list[Tensor]:
+    """The 2-D items of batched ``A``, as they are stored (indices not yet checked)."""
+    if A.layout == torch.sparse_csr:
+        return [A[t] for t in range(A.shape[0])]  # views of crow, col and values
+    indices, values = A._indices(), A._values()
+    batch = indices[0]
+    valid = (batch >= 0) & (batch < A.shape[0])
+    # One stable sort groups the entries by item, each item's in their stored order; A[t]
+    # instead would scan all entries once per item.
+    order = torch.argsort(torch.where(valid, batch, A.shape[0]), stable=True)
+    counts = torch.bincount(batch[valid], minlength=A.shape[0]).tolist()
+    return [
+        torch.sparse_coo_tensor(
+            indices[1:, part],
+            values[part],
+            A.shape[1:],
+            is_coalesced=A.is_coalesced(),
+            check_invariants=False,
+        )
+        for part in torch.split(order[: sum(counts)], counts)
+    ]
+
+
 def _exclusive_cumsum(x: Tensor) -> Tensor:
     """``[0, x_0, x_0 + x_1, ...]`` without the total: the start offset of each item."""
     return torch.cumsum(x, dim=0, dtype=x.dtype) - x  # cumsum would promote int32 to int64
@@ -120,7 +172,11 @@ def sparse_block_diag(*matrices: Tensor) -> Tensor:
     ------
     InputTypeError, InputValueError
         No matrices, a non-tensor, a dense or hybrid tensor, a layout other than COO/CSR,
-        mixed layouts, dtypes or devices, or an item that is not 2-D.
+        mixed layouts, dtypes or devices, an item that is not 2-D, or a block that
+        :func:`~sparsegrad_lab.sparse_mm` would refuse (an index out of range, row pointers
+        out of place, a COO tensor marked coalesced that is not): shifted into the result,
+        such an entry would be a legal entry of another block. The message names the block
+        (the item, of a batched input) and its entry.
 
     Examples
     --------
@@ -139,6 +195,13 @@ def sparse_block_diag(*matrices: Tensor) -> Tensor:
     tensor([[1.],
             [2.],
             [7.]])
+    >>> bad = torch.sparse_coo_tensor(torch.tensor([[0], [4]]), torch.ones(1), (1, 3),
+    ...                               check_invariants=False)  # column 4 of 3
+    >>> sparse_block_diag(A1, bad)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: sparse_block_diag: block 1: column index 4 at \
+entry 0 is out of range for 3 columns...
     """
     fn = "sparse_block_diag"
     if len(matrices) == 1 and isinstance(matrices[0], list | tuple):
@@ -151,6 +214,7 @@ def sparse_block_diag(*matrices: Tensor) -> Tensor:
     if len(matrices) == 1:
         A = _check_sparse(fn, "matrices[0]", matrices[0], dims=(2, 3))
         if A.dim() == 3:
+            _check_batch(fn, A)
             return _batched_block_diag(A)
         matrices = (A,)
     else:
@@ -158,6 +222,8 @@ def sparse_block_diag(*matrices: Tensor) -> Tensor:
             _check_sparse(fn, f"matrices[{t}]", M, dims=(2,)) for t, M in enumerate(matrices)
         )
         _check_alike(fn, matrices)
+    for t, M in enumerate(matrices):
+        _check_indices_of(fn, M, f"block {t}")
     if matrices[0].layout == torch.sparse_coo:
         return _coo_block_diag(matrices)
     return _csr_block_diag(matrices)
@@ -275,9 +341,11 @@ def sparse_block_diag_split(D: Tensor, *shapes: tuple[int, int]) -> tuple[Tensor
     ------
     InputTypeError, InputValueError
         ``D`` not a 2-D COO/CSR sparse matrix, a shape that is not a pair of non-negative
-        ints, shapes that do not add up to ``D``'s, or a stored entry of ``D`` outside the
-        diagonal blocks (the message names the first such position, in row-major order;
-        a stored zero counts, since it is part of ``D``'s pattern).
+        ints, shapes that do not add up to ``D``'s, indices of ``D`` that
+        :func:`~sparsegrad_lab.sparse_mm` would refuse (the message names the entry), or a
+        stored entry of ``D`` outside the diagonal blocks (the message names the first such
+        position, in row-major order; a stored zero counts, since it is part of ``D``'s
+        pattern).
 
     Examples
     --------
@@ -294,6 +362,9 @@ def sparse_block_diag_split(D: Tensor, *shapes: tuple[int, int]) -> tuple[Tensor
     fn = "sparse_block_diag_split"
     D = _check_sparse(fn, "D", D, dims=(2,))
     checked = _check_shapes(fn, shapes, D)
+    # A row out of range has no block (bucketize would index past the last one), and a
+    # row pointer out of place misassigns whole rows: checked first, as sparse_mm does.
+    _check_indices_of(fn, D, "D")
     device = D.device
     if D.layout == torch.sparse_coo:
         D = D.coalesce()  # differentiable; CSR order lets one split serve every block

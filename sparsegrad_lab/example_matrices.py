@@ -71,6 +71,15 @@ _INDEX_BYTES = 8  # torch builds sparse indices as int64
 _MAX_POSITIONS = 2**62
 # Rounds of endpoint sampling before power_law_graph gives up on reaching the edge count.
 _MAX_ROUNDS = 40
+# torch's CPU randint reduces a raw draw modulo the range: a 32-bit word below 2**28 in
+# every release, a 64-bit one above -- but only from 2**32 on in releases such as 2.4, where
+# a range of 2.5e9 puts 58 % of the draws in its lower half (1.7e9, below 2**31: 60 %).
+# Up to 2**28 positions one randint draws them, as it always did here (lesson matrices up
+# to 16_000 x 16_000 stay what they were); more are assembled from exact power-of-two draws.
+_ONE_DRAW_MAX = 2**28
+# Bits per power-of-two draw: 2**27 is below every release's 64-bit switch, so each draw
+# is one 32-bit word modulo a power of two -- exact, and reduced alike on every torch.
+_CHUNK_BITS = 27
 
 
 # --------------------------------------------------------------------------- validation
@@ -159,12 +168,38 @@ def _sample_distinct(total: int, k: int, gen: torch.Generator) -> Tensor:
         need = k - found.numel()
         # A fraction <= k/total <= 1/2 of the draws hits an already-found position.
         draws = math.ceil(1.1 * need / (1.0 - k / total)) + 16
-        fresh = torch.randint(total, (draws,), generator=gen)
+        fresh = _uniform_below(total, draws, gen)
         found = torch.unique(torch.cat([found, fresh]))  # sorted
     if found.numel() > k:
         keep = torch.randperm(found.numel(), generator=gen)[:k]
         found = found[keep].sort().values
     return found
+
+
+def _uniform_below(total: int, count: int, gen: torch.Generator) -> Tensor:
+    """About ``count`` integers drawn uniformly from ``[0, total)``, with replacement.
+
+    Up to :data:`_ONE_DRAW_MAX` exactly ``count``, from one ``torch.randint(total)``.
+    Above, with :math:`2^{b-1} < \\mathrm{total} \\le 2^b`: :math:`c = \\lceil \\mathrm{count}
+    \\cdot 2^b / \\mathrm{total} \\rceil` integers uniform on :math:`[0, 2^b)`, built from
+    :data:`_CHUNK_BITS`-bit draws, of which those below ``total`` are kept -- each value
+    with probability :math:`2^{-b}` exactly, whatever torch's ``randint`` does with large
+    ranges; more than half of them are kept, ``count`` on average.
+
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> x = _uniform_below(3 * 2**40, 1000, gen)
+    >>> bool(x.min() >= 0 and x.max() < 3 * 2**40), 900 < x.numel() < 1100
+    (True, True)
+    """
+    if total <= _ONE_DRAW_MAX:
+        return torch.randint(total, (count,), generator=gen)
+    bits = (total - 1).bit_length()
+    draws = math.ceil(count * 2**bits / total)
+    x = torch.zeros(draws, dtype=torch.int64)
+    for start in range(0, bits, _CHUNK_BITS):  # in place: x and one chunk are all it holds
+        width = min(_CHUNK_BITS, bits - start)
+        x.mul_(2**width).add_(torch.randint(2**width, (draws,), generator=gen))
+    return x[x < total]
 
 
 def _assemble(
@@ -216,7 +251,9 @@ def uniform_random(
 
     Exactly one of ``density`` and ``nnz`` is given; ``density`` asks for
     :math:`\\mathrm{round}(\\rho\\, n m)` entries. The positions are distinct, so ``nnz`` is
-    exact, and drawing them costs O(nnz) memory whatever ``n m`` is.
+    exact, and drawing them costs O(nnz) memory whatever ``n m`` is. They are uniform on
+    every torch release, including those whose ``randint`` favours the low end of ranges
+    beyond :math:`2^{28}` (see :func:`_uniform_below`).
 
     Parameters
     ----------

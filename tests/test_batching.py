@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 import torch
+from child_process import run_in_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from testing import DEVICE_PARAMS, LAYOUTS
 
+from sparsegrad_lab._checks import _FEW_ENTRIES
 from sparsegrad_lab.batching import sparse_block_diag, sparse_block_diag_split, stack_csr
 from sparsegrad_lab.errors import InputTypeError, InputValueError
 from sparsegrad_lab.ops import sparse_mm
@@ -471,3 +475,174 @@ def test_errors_are_builtin_subclasses():
         sparse_block_diag()
     with pytest.raises(TypeError):
         stack_csr([COO])
+
+
+# ---------------------------------------------------------------- malformed blocks
+#
+# Shifted into the block diagonal, an index out of its block's range lands inside another
+# block, where it is a legal entry: sparse_mm on the result would return garbage (or blame a
+# coalesced flag the caller never set). The blocks must be refused as sparse_mm refuses them,
+# naming the block. Built with torch's invariant checks off, as in a user's session, and in a
+# child process, where a crash fails one test instead of killing pytest (see
+# test_malformed_input.py); the child exits 0 only after the expected InputValueError.
+
+_CHILD = """
+import sys
+import torch
+torch.sparse.check_sparse_tensor_invariants.disable()  # as in any user's session
+from sparsegrad_lab import InputValueError
+from sparsegrad_lab.batching import sparse_block_diag, sparse_block_diag_split
+import sparsegrad_lab._checks
+sparsegrad_lab._checks._FEW_ENTRIES = {few_entries}
+
+def coo(indices, size, **kw):
+    i = torch.tensor(indices)
+    return torch.sparse_coo_tensor(i, torch.ones(i.shape[-1]), size, check_invariants=False, **kw)
+
+def csr(crow, col, size, values=None):
+    col = torch.tensor(col)
+    v = torch.ones(col.shape if values is None else values)
+    return torch.sparse_csr_tensor(torch.tensor(crow), col, v, size, check_invariants=False)
+
+COO, CSR = torch.eye(2).to_sparse(), torch.eye(2).to_sparse_csr()
+try:
+{call}
+except InputValueError as error:
+    print(error)
+    blames_the_flag = "coalesced" in str(error) and "coalesced" not in {expected!r}
+    sys.exit(0 if {expected!r} in str(error) and not blames_the_flag else 3)
+print("no InputValueError was raised")
+sys.exit(2)
+"""
+
+#: name -> (the call; the message it must raise)
+MALFORMED: dict[str, tuple[str, str]] = {
+    # -- 2-D blocks, COO ------------------------------------------------------------------
+    "coo-column-out-of-range": (
+        "sparse_block_diag(COO, COO, coo([[0, 1], [0, 7]], (2, 3)))",
+        "sparse_block_diag: block 2: column index 7 at entry 1 is out of range for 3 columns",
+    ),
+    "coo-row-out-of-range": (  # used to be blamed on is_coalesced=True by sparse_mm
+        "sparse_block_diag(coo([[0, 5], [0, 1]], (2, 2)), COO)",
+        "sparse_block_diag: block 0: row index 5 at entry 1 is out of range for 2 rows",
+    ),
+    "coo-negative-column": (
+        "sparse_block_diag(COO, coo([[0, 1], [0, -1]], (2, 2)))",
+        "sparse_block_diag: block 1: column index -1 at entry 1 is out of range for 2 columns",
+    ),
+    "coo-marked-coalesced-column-out-of-range": (
+        "sparse_block_diag(COO, coo([[0, 1], [0, 7]], (2, 3), is_coalesced=True))",
+        "sparse_block_diag: block 1: column index 7 at entry 1 is out of range for 3 columns",
+    ),
+    "coo-falsely-coalesced": (
+        "sparse_block_diag(COO, coo([[1, 0], [0, 0]], (2, 2), is_coalesced=True))",
+        "sparse_block_diag: block 1 is marked coalesced, but entry 1 at (0, 0) does not come "
+        "after entry 0 at (1, 0)",
+    ),
+    "coo-single-matrix": (
+        "sparse_block_diag(coo([[0, 1], [0, 7]], (2, 3)))",
+        "sparse_block_diag: block 0: column index 7 at entry 1 is out of range for 3 columns",
+    ),
+    # -- 2-D blocks, CSR ------------------------------------------------------------------
+    "csr-column-out-of-range": (
+        "sparse_block_diag(CSR, csr([0, 1, 2], [0, 7], (2, 3)))",
+        "sparse_block_diag: block 1: column index 7 at entry 1 is out of range for 3 columns",
+    ),
+    "csr-crow-ending-past-nnz": (
+        "sparse_block_diag(csr([0, 1, 3], [0, 1], (2, 2)), CSR)",
+        "sparse_block_diag: block 0: crow_indices() must end at nnz = 2, got 3",
+    ),
+    "csr-crow-decreasing": (
+        "sparse_block_diag(CSR, csr([0, 2, 1, 2], [0, 1], (3, 2)))",
+        "sparse_block_diag: block 1: crow_indices() must not decrease, but entry 2 is 1 after 2",
+    ),
+    "csr-more-values-than-columns": (
+        "sparse_block_diag(CSR, csr([0, 1, 2], [0, 1], (2, 2), values=5))",
+        "sparse_block_diag: block 1 has values of shape (5,) for column indices of shape (2,)",
+    ),
+    # -- one batched (3-D) input: its items are the blocks ----------------------------------
+    "batched-coo-column-out-of-range": (
+        "sparse_block_diag(coo([[0, 1], [0, 0], [0, 5]], (2, 2, 2)))",
+        "sparse_block_diag: block 1: column index 5 at entry 0 is out of range for 2 columns",
+    ),
+    "batched-coo-row-out-of-range": (
+        "sparse_block_diag(coo([[0, 1, 1], [0, 0, 4], [0, 0, 1]], (2, 2, 2)))",
+        "sparse_block_diag: block 1: row index 4 at entry 1 is out of range for 2 rows",
+    ),
+    "batched-coo-batch-index-out-of-range": (  # in no block: the batch is named
+        "sparse_block_diag(coo([[0, 3], [0, 0], [0, 1]], (2, 2, 2)))",
+        "sparse_block_diag: matrices[0]: batch index 3 at entry 1 is out of range for 2 items",
+    ),
+    "batched-coo-falsely-coalesced-item": (
+        "sparse_block_diag(coo([[1, 1], [1, 0], [0, 0]], (2, 2, 2), is_coalesced=True))",
+        "sparse_block_diag: block 1 is marked coalesced, but entry 1 at (0, 0) does not come "
+        "after entry 0 at (1, 0)",
+    ),
+    "batched-csr-column-out-of-range": (
+        "sparse_block_diag(csr([[0, 1], [0, 1]], [[0], [5]], (2, 1, 2)))",
+        "sparse_block_diag: block 1: column index 5 at entry 0 is out of range for 2 columns",
+    ),
+    "batched-csr-crow-ending-past-nnz": (
+        "sparse_block_diag(csr([[0, 1, 2], [0, 2, 3]], [[0, 1], [0, 1]], (2, 2, 2)))",
+        "sparse_block_diag: block 1: crow_indices() must end at nnz = 2, got 3",
+    ),
+    # -- the split: D's indices are checked before any entry looks for its block -----------
+    "split-coo-row-beyond-the-last-block": (  # used to be a bare IndexError
+        "sparse_block_diag_split(coo([[0, 3], [0, 0]], (3, 3)), (1, 1), (1, 1), (1, 1))",
+        "sparse_block_diag_split: D: row index 3 at entry 1 is out of range for 3 rows",
+    ),
+    "split-coo-negative-row": (  # used to go to block 0
+        "sparse_block_diag_split(coo([[-1, 0], [0, 0]], (3, 3)), (1, 1), (1, 1), (1, 1))",
+        "sparse_block_diag_split: D: row index -1 at entry 0 is out of range for 3 rows",
+    ),
+    "split-csr-crow-ending-past-nnz": (
+        "sparse_block_diag_split(csr([0, 1, 1, 3], [0, 1], (3, 3)), (1, 1), (1, 1), (1, 1))",
+        "sparse_block_diag_split: D: crow_indices() must end at nnz = 2, got 3",
+    ),
+}
+
+
+# check_indices reads a few CPU entries through numpy and more through torch kernels: with
+# the bound at 0 these small cases take the torch path as well.
+@pytest.mark.parametrize("few_entries", [_FEW_ENTRIES, 0], ids=["numpy-check", "torch-check"])
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_block_is_refused_naming_it(name: str, few_entries: int) -> None:
+    call, expected = MALFORMED[name]
+    code = _CHILD.format(
+        call=textwrap.indent(call, "    "), expected=expected, few_entries=few_entries
+    )
+    status, output = run_in_child(code)
+    assert status == 0, f"exit status {status}:\n{output}"
+    assert expected in output
+
+
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_valid_blocks_give_exactly_the_reference(layout, index_dtype):
+    # The checks refuse only what is wrong: zero-sized and empty blocks and int32 indices
+    # pass, and the result is the reference index for index, value for value, for a list of
+    # blocks and for a batch, with torch's invariant checks off as in a user's session.
+    gen = torch.Generator().manual_seed(9)
+    shapes = [(3, 4), (0, 2), (2, 0), (1, 1), (2, 3)]
+    dense = [random_dense(n, m, 0.5, gen=gen) for n, m in shapes]
+    dense[-1].zero_()
+    blocks = [to_layout(d, layout, index_dtype) for d in dense]
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        D = sparse_block_diag(*blocks)
+        parts = sparse_block_diag_split(D, *shapes)
+    assert_same_sparse(D, to_layout(torch.block_diag(*dense), layout, index_dtype))
+    for part, block in zip(parts, blocks, strict=True):
+        assert_same_sparse(part, block)
+
+    base = random_dense(3, 4, 0.5, gen=gen)
+    items = torch.stack([base, 2 * base.flip(1)])  # equal nnz per item
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        D = sparse_block_diag(to_layout(items, layout, index_dtype))
+    assert_same_sparse(D, to_layout(torch.block_diag(*items), layout, index_dtype))
+
+
+def test_meta_blocks_are_not_read():
+    # A meta tensor holds no indices: there is nothing to check, and the shape still works.
+    block = torch.eye(2).to_sparse().to("meta")
+    D = sparse_block_diag(block, block)
+    assert D.shape == (4, 4) and D.device.type == "meta"

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from sparsegrad_lab import memory_guard
+from sparsegrad_lab import example_matrices, memory_guard
 from sparsegrad_lab.errors import InputTypeError, InputValueError, MemoryBudgetError
 from sparsegrad_lab.example_matrices import (
     MATRIX_KINDS,
@@ -186,6 +186,108 @@ def test_uniform_random_spreads_entries_over_all_rows_and_columns(n, nnz):
     for dim in (0, 1):
         counts = torch.bincount(A.indices()[dim], minlength=n).double()
         assert (counts - expected).abs().max() < 6 * math.sqrt(expected)
+
+
+# torch's CPU randint reduces a raw draw modulo the range: in torch 2.4 a 32-bit word for any
+# range below 2**32, so that at 50_000 x 50_000 positions (lesson 02) 58 % of the draws fell
+# in the lower half, and at 1.7e9 positions (below 2**31) 60 %. Later releases take a 64-bit
+# word from 2**28 on. A generator must not depend on either: every range it asks randint for
+# stays below 2**28, where each torch reduces one 32-bit word, exactly for a power of two.
+LARGE_DRAWS = {
+    "uniform 50_000 x 50_000 (lesson 02)": lambda: uniform_random(50_000, 50_000, nnz=20_000),
+    "uniform 1.7e9 positions": lambda: uniform_random(40_000, 42_950, nnz=20_000),
+    "uniform 20_000 x 20_000 (lesson 03)": lambda: uniform_random(20_000, 20_000, nnz=2_000),
+    "uniform, one row of 3 * 2**31": lambda: uniform_random(1, 3 * 2**31, nnz=1_000),
+    "uniform 2**61 positions": lambda: uniform_random(2**30, 2**31, nnz=1_000),
+    "block diagonal, 10**11 positions": lambda: random_block_diagonal(
+        10**6, block_size=10**5, density=1e-7
+    ),
+    "power law, 10**5 nodes": lambda: power_law_graph(10**5, avg_degree=0.2),
+}
+
+
+REAL_RANDINT = torch.randint
+
+
+def emulated_torch_2_4_randint(*args, generator=None, **kwargs):
+    """torch 2.4's CPU randint: a uniform 32-bit word modulo a range below 2**32."""
+    high, size = args if len(args) == 2 else (args[1] - args[0], args[2])
+    assert len(args) == 2 or args[0] == 0, "only randint(high, size) is emulated"
+    if high >= 2**32:
+        return REAL_RANDINT(high, size, generator=generator, **kwargs)
+    return REAL_RANDINT(2**32, size, generator=generator, **kwargs) % high
+
+
+@pytest.mark.parametrize("name", list(LARGE_DRAWS))
+def test_no_randint_range_reaches_2_to_the_28(name, monkeypatch):
+    ranges = []
+
+    def recording_randint(*args, **kwargs):
+        ranges.append(args[0] if len(args) == 2 else args[1] - args[0])
+        return REAL_RANDINT(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randint", recording_randint)
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        LARGE_DRAWS[name]()
+    assert max(ranges, default=0) < 2**28, f"randint ranges up to {max(ranges)}"
+    assert max(ranges, default=0) <= 2**31  # the bound the issue named, implied
+
+
+@pytest.mark.parametrize("randint", ["torch", "torch-2.4-like"])
+@pytest.mark.parametrize(("n", "m"), [(50_000, 50_000), (40_000, 42_950), (7, 10**9)])
+def test_uniform_random_rows_and_columns_are_uniform_beyond_2_to_the_28(randint, n, m, monkeypatch):
+    # On torch 2.4 the lesson-02 draw used to put 58 % of the entries in the first half of
+    # the rows. Ten bins per axis with 20_000 entries: 2_000 expected per bin (sd 42), so
+    # 10 % off is about five standard deviations; the seed is fixed, the counts deterministic.
+    if randint == "torch-2.4-like":
+        monkeypatch.setattr(torch, "randint", emulated_torch_2_4_randint)
+    nnz = 20_000
+    A = uniform_random(n, m, nnz=nnz, seed=0, values="ones")
+    assert A._nnz() == nnz
+    assert_canonical_coo(A)
+    for axis, size in ((0, n), (1, m)):
+        bins = min(10, size)  # 7 rows: a bin per row
+        counts = torch.bincount(A.indices()[axis] * bins // size, minlength=bins).double()
+        assert (counts / (nnz / bins) - 1).abs().max() < 0.1, (axis, counts.tolist())
+
+
+def test_chunked_draw_is_exactly_uniform_even_with_a_biased_randint(monkeypatch):
+    # The construction beyond one randint, shrunk to see every value: 11 values from
+    # 2-bit chunks (16 candidates, 11 kept). A randint that reduces modulo its range is
+    # exact for the power-of-two ranges used, so even emulated torch 2.4 gives uniform counts.
+    monkeypatch.setattr(example_matrices, "_ONE_DRAW_MAX", 1)
+    monkeypatch.setattr(example_matrices, "_CHUNK_BITS", 2)
+    monkeypatch.setattr(torch, "randint", emulated_torch_2_4_randint)
+    gen = torch.Generator().manual_seed(0)
+    x = example_matrices._uniform_below(11, 110_000, gen)
+    assert 100_000 < x.numel() < 120_000  # about the count asked for
+    counts = torch.bincount(x, minlength=11).double()
+    assert counts.numel() == 11  # nothing at or above 11
+    assert (counts / (x.numel() / 11) - 1).abs().max() < 0.06  # 6 sd of a count of 10_000
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "nnz", "seed", "flat_sum", "first"),
+    [
+        (10_000, 10_000, 100_000, 0, 4997369403200, [205, 377, 1636]),  # lesson 00
+        (4_000, 4_000, 40_000, 0, 320776258525, [192, 532, 1261]),  # lesson 03
+        (16_000, 16_000, 1_000, 5, 127849978480, [79754, 656054, 931982]),  # just below 2**28
+    ],
+)
+def test_draws_within_one_randint_are_unchanged(n, m, nnz, seed, flat_sum, first):
+    # Up to 2**28 positions one randint draws them, as before the large-range fix: the
+    # lessons' matrices (and their committed outputs) stay what they were.
+    A = uniform_random(n, m, nnz=nnz, seed=seed)
+    flat = A.indices()[0] * m + A.indices()[1]
+    assert int(flat.sum()) == flat_sum
+    assert flat[:3].tolist() == first
+
+
+def test_large_draws_are_deterministic_per_seed():
+    first, again, other = (uniform_random(50_000, 50_000, nnz=1_000, seed=s) for s in (3, 3, 4))
+    assert torch.equal(first.indices(), again.indices())
+    assert torch.equal(first.values(), again.values())
+    assert not torch.equal(first.indices(), other.indices())
 
 
 @pytest.mark.parametrize(
