@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .benchmark import PLANNING_FRACTION
+import torch
+
+from ._checks import _check_dtype_and_device
+from .benchmark import PLANNING_FRACTION, parse_batches, parse_sizes
+from .errors import SparseGradLabError
 from .implementations import IMPLEMENTATIONS, REGISTRY
-from .lessons import add_lessons_command, run_lessons_command
+from .lessons import (
+    _check_folder,
+    _folder_name,
+    _make_writable_folder,
+    add_lessons_command,
+    run_lessons_command,
+)
+
+_PROG = "python -m sparsegrad_lab"
 
 _EPILOG = """\
 what is measured, for each case and implementation:
@@ -42,19 +56,142 @@ examples:
 """
 
 
+# Type functions for argparse: each turns one argument's text into its value or raises
+# ArgumentTypeError with what it accepts, which argparse prints as one line after
+# "argument --name:" with exit status 2. Their names are what argparse would call the value
+# in "invalid ... value" if one raised ValueError itself.
+
+
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _names(text: str, choices: Sequence[str]) -> list[str]:
+    """Comma-separated names, each one of ``choices``, at least one, none twice."""
+    names = _csv(text)
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"expected at least one of {', '.join(choices)} (comma-separated), got {text!r}"
+        )
+    unknown = [name for name in names if name not in choices]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {', '.join(map(repr, unknown))}; choose from {', '.join(choices)}"
+        )
+    twice = next((name for k, name in enumerate(names) if name in names[:k]), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"{twice!r} is listed twice in {text!r}")
+    return names
+
+
+def _layouts(text: str) -> list[str]:
+    return _names(text, ("coo", "csr"))
+
+
+def _implementations(text: str) -> list[str]:
+    return _names(text, IMPLEMENTATIONS)
+
+
+def _integer_at_least(text: str, minimum: int) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+    return number
+
+
 def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return int(text)
+    return _integer_at_least(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _integer_at_least(text, 0)
+
+
+def _thread_count(text: str) -> int:
+    # More threads than CPUs only measures oversubscription; far more, and creating them
+    # fails inside OpenMP, which crashed the process.
+    cpus = os.cpu_count() or 1
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if not 1 <= threads <= cpus:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 1 to {cpus} (the CPUs here), got {text!r}"
+        )
+    return threads
+
+
+#: The largest --memory-limit: 2**63 bytes, what a byte count in int64 holds.
+_MOST_GIB = 2**33
+
+
+def _gibibytes(text: str) -> float:
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = math.nan
+    if not 0 < gib <= _MOST_GIB:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            "expected a number of GiB above 0 and at most 2**33 (8 EiB; e.g. 4 or 0.5), "
+            f"got {text!r}"
+        )
+    return gib
+
+
+def _device(text: str) -> torch.device:
+    expected = f"expected cpu, cuda or cuda:N, got {text!r}"
+    try:
+        device = torch.device(text.strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise argparse.ArgumentTypeError(expected) from None
+    if device.type == "cpu":
+        return torch.device("cpu")  # an index means nothing on the CPU
+    if device.type != "cuda":
+        raise argparse.ArgumentTypeError(expected)
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} asks for CUDA, but no CUDA device is available to this torch; use cpu"
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+        )
+    return device
+
+
+def _grid(text: str) -> str:
+    """The ``--sizes`` text, stripped, once :func:`parse_sizes` reads it."""
+    try:
+        parse_sizes(text, None)
+    except SparseGradLabError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip()
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        return parse_batches(text, None)
+    except SparseGradLabError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _output_folder(text: str) -> Path:
+    folder = _folder_name(text)
+    if folder.suffix in (".json", ".png") and not folder.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"expected the folder the .json and .png go into, got a file name {text!r}"
+        )
+    return folder
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sparsegrad_lab",
+        prog=_PROG,
         description="sparsegrad_lab command line tools.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,40 +209,43 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--device",
         default="cpu",
+        type=_device,
         help="where to run: cpu, cuda or cuda:N (default: cpu)",
     )
     bench.add_argument(
         "--sizes",
         default="small",
+        type=_grid,
         help=(
             "a preset -- small (default: a few minutes on 2 cores), small-graphs (teaching "
             "graphs: n = 100, nnz = 500, p = 8; n = 1000, nnz = 1e4, p = 16; Cora's size, "
             "n = 2708, nnz = 10556, p = 16), reference (the size the CPU targets are set "
             "at: n = m = 100000, nnz = 1e6, p = 64), large (n = 1e6, nnz = 1e7, p = 64 "
             "alone) or full (up to n = 1e6, nnz = 1e7, with batched cases) -- or a "
-            "comma-separated list of n:nnz:p with m = n, e.g. 10000:1e5:32,20000:2e5:64"
+            "comma-separated list of n:nnz:p with m = n, e.g. 10000:1e5:32,20000:2e5:64 "
+            "(whole numbers: n, p >= 1, 0 <= nnz <= n*n)"
         ),
     )
     bench.add_argument(
         "--layouts",
         default="coo,csr",
-        type=_csv,
+        type=_layouts,
         help="comma-separated layouts of A: coo, csr (default: coo,csr)",
     )
     bench.add_argument(
         "--batch",
         default=None,
-        type=lambda s: [int(x) for x in _csv(s)],
+        type=_batch_sizes,
         help=(
-            "comma-separated batch sizes b; every size runs at each (default: the preset's, "
-            "1 for explicit sizes). nnz is per batch item"
+            "comma-separated batch sizes b >= 1; every size runs at each (default: the "
+            "preset's, 1 for explicit sizes). nnz is per batch item"
         ),
     )
     bench.add_argument(
         "--dtype",
         default="float32",
         choices=["float32", "float64", "complex64", "complex128", "float16", "bfloat16"],
-        help="value dtype of A and B (default: float32; half precision on CUDA only)",
+        help="value dtype of A and B (default: float32; float16 and bfloat16 on CUDA only)",
     )
     bench.add_argument(
         "--index-dtype",
@@ -114,15 +254,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help="index dtype of a CSR A (COO is always int64; default: int64)",
     )
     bench.add_argument(
-        "--repeats", type=int, default=5, help="timed runs per case; the median is reported (5)"
+        "--repeats",
+        type=_positive_int,
+        default=5,
+        help="timed runs per case, >= 1; the median is reported (default: 5)",
     )
     bench.add_argument(
-        "--warmup", type=int, default=1, help="untimed runs before the timed ones (default: 1)"
+        "--warmup",
+        type=_non_negative_int,
+        default=1,
+        help="untimed runs before the timed ones, >= 0 (default: 1)",
     )
     bench.add_argument(
         "--impls",
         default=",".join(IMPLEMENTATIONS),
-        type=_csv,
+        type=_implementations,
         help=(
             "comma-separated implementations (default: all): "
             + ", ".join(f"{impl.name} = {impl.runs}" for impl in REGISTRY.values())
@@ -135,25 +281,35 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--out",
         default="benchmarks/results",
+        type=_output_folder,
         help=(
-            "output folder; the files are <device-tag>-<date>.json and .png, the tag "
-            "being cpu-<threads>threads or the GPU's name, with -<preset> (or -custom) "
-            "appended for grids other than small (default: benchmarks/results)"
+            "output folder, created if needed and checked before the run; the files are "
+            "<device-tag>-<date>.json and .png, the tag being cpu-<threads>threads or the "
+            "GPU's name, with -<preset> appended for grids other than small, or the sizes "
+            "(-n2e4-nnz2e5-p32; a long list: -<count>sizes-<hash>). A name an earlier run "
+            "took gets -run2, -run3, ...: results are never overwritten unless --force "
+            "(default: benchmarks/results)"
         ),
     )
     bench.add_argument(
+        "--force",
+        action="store_true",
+        help="write to the name itself, replacing an earlier run's files there",
+    )
+    bench.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_thread_count,
         default=None,
-        help="torch intra-op threads here and in the child processes, recorded in the JSON "
-        "(default: torch's current count; the small-graph aims are stated for 1)",
+        help="torch intra-op threads here and in the child processes, from 1 to the CPU "
+        "count, recorded in the JSON (default: torch's current count; the small-graph aims "
+        "are stated for 1)",
     )
     bench.add_argument(
         "--memory-limit",
-        type=float,
+        type=_gibibytes,
         default=None,
         metavar="GIB",
-        help="skip cases predicted to need more than this many GiB "
+        help="skip cases predicted to need more than this many GiB, > 0 "
         f"(always: more than {PLANNING_FRACTION * 100:.0f}%% of the device's available memory)",
     )
     bench.add_argument(
@@ -173,35 +329,32 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bench(args: argparse.Namespace) -> int:
-    import torch
+def _refuse(message: str) -> int:
+    """Print ``message`` as argparse prints an error of ``bench``, in one line; return 2."""
+    print(f"{_PROG} bench: error: {message}", file=sys.stderr)
+    return 2
 
+
+def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from . import benchmark, benchmark_report
     from .measurement import silence_torch_sparse_notices
     from .timing import measure_copy_bandwidth
 
+    # Everything that can be refused is refused here, before the run: each argument alone
+    # was checked by its type function; what depends on two of them or on the disk is next.
+    device: torch.device = args.device
+    try:
+        _check_dtype_and_device("argument --dtype", getattr(torch, args.dtype), device, "A")
+        _check_folder(args.out, "argument --out")
+        _make_writable_folder(args.out, "argument --out")
+    except SparseGradLabError as refusal:
+        return _refuse(str(refusal))
+
     silence_torch_sparse_notices()  # torchsparsegradutils builds tensors without naming the checks
-    unknown = [impl for impl in args.impls if impl not in IMPLEMENTATIONS]
-    if unknown:
-        print(f"--impls: unknown {unknown}; choose from {list(IMPLEMENTATIONS)}", file=sys.stderr)
-        return 2
-    bad_layouts = [lay for lay in args.layouts if lay not in ("coo", "csr")]
-    if bad_layouts:
-        print(f"--layouts: unknown {bad_layouts}; choose from coo, csr", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda: no CUDA device is available to this torch", file=sys.stderr)
-        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        sizes = benchmark.parse_sizes(args.sizes)
-    except ValueError as err:
-        print(err, file=sys.stderr)
-        return 2
     cases = benchmark.make_cases(
-        sizes,
+        benchmark.parse_sizes(args.sizes),
         layouts=args.layouts,
         batches=args.batch,
         dtype=args.dtype,
@@ -230,7 +383,7 @@ def _bench(args: argparse.Namespace) -> int:
     meta = benchmark_report.machine_info(device, bandwidth=bandwidth)
     meta.update(
         {
-            "argv": sys.argv[1:],
+            "argv": list(argv),
             "sizes": args.sizes,
             "repeats": args.repeats,
             "warmup": args.warmup,
@@ -245,9 +398,22 @@ def _bench(args: argparse.Namespace) -> int:
             ),
         }
     )
-    stem = benchmark_report.default_output_stem(args.out, device, args.sizes.strip())
-    json_path = benchmark_report.write_json(results, stem.with_suffix(".json"), meta)
-    print(f"\nwrote {json_path}")
+    # Named after the run: the tag holds the thread count it ran with.
+    stem = base = benchmark_report.default_output_stem(args.out, device, args.sizes)
+    while True:  # a name taken meanwhile (another run) moves on to the next free one
+        if not args.force:
+            stem = benchmark_report.free_stem(base)
+        json_path = stem.with_name(f"{stem.name}.json")
+        try:
+            benchmark_report.write_json(results, json_path, meta, overwrite=args.force)
+            break
+        except benchmark_report.OutputExistsError:
+            continue
+        except OSError as err:  # a full disk: the table above is all that is left
+            print(f"{_PROG} bench: error: writing {json_path} failed: {err}", file=sys.stderr)
+            return 1
+    taken = "" if stem == base else f" ({base.name} is an earlier run's; --force replaces it)"
+    print(f"\nwrote {json_path}{taken}")
     if args.no_memory and not args.no_plot:
         # The plot's memory panel would be empty: it is the times alone, already in the JSON.
         print("no plot: memory was not measured (--no-memory)")
@@ -255,7 +421,7 @@ def _bench(args: argparse.Namespace) -> int:
         try:
             from .plots import plot_benchmark
 
-            png = Path(stem.with_suffix(".png"))
+            png = stem.with_name(f"{stem.name}.png")
             plot_benchmark(results, png)
             print(f"wrote {png}")
         except ModuleNotFoundError as missing:
@@ -264,10 +430,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m sparsegrad_lab``; returns the exit status."""
+    """Entry point of ``python -m sparsegrad_lab``; returns the exit status.
+
+    0 on success, 1 when something failed while running, 2 when an argument was refused:
+    argparse exits with 2 on one it cannot read, and the commands return 2 on one they
+    refuse before doing any work. Either way the reason is one line on stderr.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _build_parser().parse_args(argv)
     if args.command == "bench":
-        return _bench(args)
+        return _bench(args, argv)
     if args.command == "lessons":
         return run_lessons_command(args)
     return 2  # pragma: no cover - argparse rejects unknown commands

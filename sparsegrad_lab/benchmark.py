@@ -39,6 +39,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Any
 
@@ -61,6 +62,7 @@ __all__ = [
     "Result",
     "floor",
     "make_cases",
+    "parse_batches",
     "parse_sizes",
     "plan",
     "run_benchmark",
@@ -108,38 +110,97 @@ PLANNING_FRACTION = 0.8
 VALIDATED = "sddmm"
 
 
-def parse_sizes(text: str) -> list[tuple[int, int, int, int]]:
+#: The largest count a size may have: torch holds indices and sizes as int64.
+_LARGEST_COUNT = 2**63 - 1
+
+
+def _whole_number(text: str, what: str, prefix: str) -> int:
+    """``text`` as an int: digits (underscores allowed) or ``e`` notation of a whole number.
+
+    Read as a decimal, exactly: ``1e400`` is too large rather than infinite, ``100.5`` is not
+    truncated to 100, and ``nan`` or ``inf`` are not numbers of things.
+    """
+    try:
+        value = Decimal(text.strip().replace("_", ""))
+    except InvalidOperation:
+        value = Decimal("nan")
+    # copy_abs and the comparison are exact; abs() and rounding overflow at 1e999999999.
+    if value.is_finite() and value.copy_abs() > _LARGEST_COUNT:
+        raise InputValueError(
+            f"{prefix}{what} = {text.strip()!r} is beyond 2**63 - 1, the largest size torch holds"
+        )
+    if not value.is_finite() or value != value.to_integral_value():
+        raise InputValueError(f"{prefix}{what} = {text.strip()!r} is not a whole number")
+    return int(value)
+
+
+def parse_sizes(text: str, where: str | None = "parse_sizes") -> list[tuple[int, int, int, int]]:
     """Sizes from a preset name or a comma-separated list of ``n:nnz:p``.
 
     Each explicit size is a square ``A`` (``m = n``) with ``batch=1`` (``--batch``
-    changes it). Underscores and ``e`` notation are allowed in the numbers.
+    changes it). Underscores and ``e`` notation are allowed in the numbers, which must be
+    whole, with ``n, p >= 1`` and ``0 <= nnz <= n*n``; a size listed twice is refused.
+    ``where`` names the caller in the message (``None``: no name, for ``--sizes``).
 
     >>> parse_sizes("1000:5e3:16,2_000:10000:8")
     [(1000, 5000, 16, 1), (2000, 10000, 8, 1)]
     >>> parse_sizes("reference")
     [(100000, 1000000, 64, 1)]
+    >>> parse_sizes("100:1e2.5:8")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: parse_sizes: nnz = '1e2.5' is not a whole number
     """
+    prefix = f"{where}: " if where else ""
     text = text.strip()
     if text in SIZE_PRESETS:
         return list(SIZE_PRESETS[text])
-    sizes = []
+    sizes: list[tuple[int, int, int, int]] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         fields = item.split(":")
         if len(fields) != 3:
             raise InputValueError(
-                f"--sizes: expected a preset ({', '.join(SIZE_PRESETS)}) or entries n:nnz:p, "
-                f"got {item!r}"
+                f"{prefix}expected a preset ({', '.join(SIZE_PRESETS)}) or a comma-separated "
+                f"list of n:nnz:p, got {item!r}"
             )
-        try:
-            n, nnz, p = (int(float(f.replace("_", ""))) for f in fields)
-        except ValueError:
-            raise InputValueError(f"--sizes: {item!r} is not three numbers n:nnz:p") from None
+        n, nnz, p = (
+            _whole_number(field, name, prefix)
+            for field, name in zip(fields, ("n", "nnz", "p"), strict=True)
+        )
         if n < 1 or p < 1 or not 0 <= nnz <= n * n:
-            raise InputValueError(f"--sizes: {item!r} needs n, p >= 1 and 0 <= nnz <= n*n")
+            raise InputValueError(f"{prefix}{item!r} needs n, p >= 1 and 0 <= nnz <= n*n")
+        if (n, nnz, p, 1) in sizes:
+            raise InputValueError(f"{prefix}{item!r} is listed twice (as n:nnz:p = {n}:{nnz}:{p})")
         sizes.append((n, nnz, p, 1))
     if not sizes:
-        raise InputValueError(f"--sizes: no sizes in {text!r}")
+        raise InputValueError(f"{prefix}no sizes in {text!r}: expected a preset or n:nnz:p")
     return sizes
+
+
+def parse_batches(text: str, where: str | None = "parse_batches") -> list[int]:
+    """Batch sizes from a comma-separated list of whole numbers >= 1, each listed once.
+
+    ``where`` names the caller in the message (``None``: no name, for ``--batch``).
+
+    >>> parse_batches("1, 8,1e2")
+    [1, 8, 100]
+    >>> parse_batches("0")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: parse_batches: batch sizes must be >= 1, got 0
+    """
+    prefix = f"{where}: " if where else ""
+    batches: list[int] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        batch = _whole_number(item, "batch size", prefix)
+        if batch < 1:
+            raise InputValueError(f"{prefix}batch sizes must be >= 1, got {batch}")
+        if batch in batches:
+            raise InputValueError(f"{prefix}batch size {batch} is listed twice")
+        batches.append(batch)
+    if not batches:
+        raise InputValueError(f"{prefix}no batch sizes in {text!r}: expected e.g. 1,8")
+    return batches
 
 
 def make_cases(

@@ -19,6 +19,7 @@ what the index validation in every ``sparse_mm`` call costs; :func:`format_table
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -32,18 +33,21 @@ from typing import Any
 
 import torch
 
-from .benchmark import SIZE_PRESETS, VALIDATED, Result
+from .benchmark import SIZE_PRESETS, VALIDATED, Result, parse_sizes
+from .errors import SparseGradLabError
 from .implementations import IMPLEMENTATIONS, Case
 
 __all__ = [
     "AIMS",
     "PEERS",
     "Aim",
+    "OutputExistsError",
     "default_output_stem",
     "device_tag",
     "format_headline",
     "format_table",
     "format_validation",
+    "free_stem",
     "headline",
     "headlines",
     "load_results",
@@ -483,30 +487,92 @@ def device_tag(device: Any = "cpu") -> str:
     return f"cpu-{torch.get_num_threads()}threads"
 
 
+class OutputExistsError(SparseGradLabError, FileExistsError):
+    """A results file is already there, and replacing it was not asked for."""
+
+
+#: A grid of explicit sizes longer than this is named by its count and a hash of the sizes.
+_LONGEST_GRID_NAME = 40
+
+
+def _short(number: int) -> str:
+    """``number`` with three or more trailing zeros in ``e`` notation: 20000 -> ``2e4``."""
+    digits = str(number)
+    zeros = len(digits) - len(digits.rstrip("0"))
+    return f"{digits[:-zeros]}e{zeros}" if zeros >= 3 and number else digits
+
+
+def _grid_name(sizes: str) -> str:
+    """What names a grid in a file name: ``""`` for small, the preset, or the sizes read back.
+
+    Explicit sizes are named by their values as parsed, so ``1e3:5000:16`` and
+    ``1000:5e3:16`` share a name and ``300:1500:8`` is ``n300-nnz1500-p8``; a long list
+    becomes ``<count>sizes-<hash>``, a name that stays short and stable.
+    """
+    sizes = sizes.strip()
+    if sizes == "small":
+        return ""
+    if sizes in SIZE_PRESETS:
+        return sizes
+    grid = parse_sizes(sizes, "default_output_stem")
+    name = "_".join(f"n{_short(n)}-nnz{_short(nnz)}-p{_short(p)}" for n, nnz, p, _ in grid)
+    if len(name) > _LONGEST_GRID_NAME:
+        name = f"{len(grid)}sizes-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
 def default_output_stem(
     out_dir: str | os.PathLike[str], device: Any = "cpu", sizes: str = "small"
 ) -> Path:
-    """``out_dir/<device tag>-<YYYY-MM-DD>`` for the default grid (add ``.json``/``.png``).
+    """``out_dir/<device tag>-<YYYY-MM-DD>[-<grid>]``, the name of a run's files (add ``.json``).
 
-    Another preset is appended (``...-reference``), explicit sizes as ``-custom``, so runs
-    of different grids on one day do not overwrite each other.
+    The default grid (``small``) adds nothing, another preset its name (``...-reference``),
+    explicit sizes their values (``...-n300-nnz1500-p8``; a long list, their count and a
+    short hash), so runs of different grids on one day have names of their own. Two runs of
+    one grid share this name: :func:`free_stem` numbers the later one.
 
     >>> default_output_stem("results", "cpu", "reference").name.endswith("-reference")
     True
+    >>> default_output_stem("results", "cpu", "20000:2e5:32").name.endswith("-n2e4-nnz2e5-p32")
+    True
     """
+    grid = _grid_name(sizes)
     stem = f"{device_tag(device)}-{_dt.date.today().isoformat()}"
-    if sizes != "small":
-        stem += f"-{sizes if sizes in SIZE_PRESETS else 'custom'}"
-    return Path(out_dir) / stem
+    return Path(out_dir) / (f"{stem}-{grid}" if grid else stem)
+
+
+def free_stem(stem: str | os.PathLike[str], suffixes: Sequence[str] = (".json", ".png")) -> Path:
+    """``stem`` if no file of it exists with any of ``suffixes``, else ``stem-run2``, ``-run3``...
+
+    A run never takes the name of an earlier run's results, nor of a plot left alone.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "cpu-2026-12-03.json").write_text("{}")
+    ...     free_stem(Path(tmp) / "cpu-2026-12-03").name
+    'cpu-2026-12-03-run2'
+    """
+    stem = Path(stem)
+    candidate, run = stem, 1
+    while any(candidate.with_name(candidate.name + suffix).exists() for suffix in suffixes):
+        run += 1
+        candidate = stem.with_name(f"{stem.name}-run{run}")
+    return candidate
 
 
 def write_json(
-    results: Sequence[Result], path: str | os.PathLike[str], meta: dict[str, Any]
+    results: Sequence[Result],
+    path: str | os.PathLike[str],
+    meta: dict[str, Any],
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``{"meta", "results", "headline", "validation"}`` to ``path`` (folders created).
 
     ``headline`` is :func:`headlines`, ``validation`` is :func:`validation_costs`; both are
-    derived from ``results``, which is all :func:`load_results` reads back.
+    derived from ``results``, which is all :func:`load_results` reads back. An existing
+    ``path`` raises :class:`OutputExistsError` unless ``overwrite=True``: the file is created
+    exclusively, so results are never replaced by accident, even by a run started meanwhile.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -516,7 +582,15 @@ def write_json(
         "headline": headlines(results),
         "validation": validation_costs(results),
     }
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    text = json.dumps(doc, indent=1) + "\n"
+    try:
+        with open(path, "w" if overwrite else "x", encoding="utf-8") as file:
+            file.write(text)
+    except FileExistsError:
+        raise OutputExistsError(
+            f"write_json(path={str(path)!r}): the file exists; choose another path (see "
+            "free_stem) or pass overwrite=True to replace it"
+        ) from None
     return path
 
 

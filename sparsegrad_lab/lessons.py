@@ -33,6 +33,7 @@ import copy
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Iterable
 from importlib.resources import files
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "copy_lessons",
     "course_root",
     "exercise_names",
+    "exercise_titles",
     "lesson_paths",
     "stub_source",
     "student_markdown",
@@ -194,6 +196,30 @@ def exercise_names(solution: str, check: str = "") -> list[str]:
         read = set()
     used = [name for name in bound if name in read]
     return used or bound
+
+
+def exercise_titles(notebook: dict[str, Any]) -> list[str]:
+    """The title of each exercise of a lesson (nbformat 4 JSON as a dict), in lesson order.
+
+    An exercise is a cell tagged :data:`SOLUTION_TAG`; its title is the last markdown heading
+    of level 2 to 4 above it (``"exercise N"`` when there is none). The lessons' website
+    lists them on the tutors' page.
+
+    >>> exercise_titles({"cells": [
+    ...     {"cell_type": "markdown", "source": "## Exercises\\n\\n### 1. Count the bytes"},
+    ...     {"cell_type": "code", "source": "n = 1", "metadata": {"tags": ["solution"]}},
+    ...     {"cell_type": "code", "source": "assert n == 1", "metadata": {}}]})
+    ['1. Count the bytes']
+    """
+    titles: list[str] = []
+    heading = ""
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            found = re.findall(r"^#{2,4}\s+(.+)$", _text(cell["source"]), re.M)
+            heading = found[-1].strip() if found else heading
+        elif SOLUTION_TAG in _tags(cell):
+            titles.append(heading or f"exercise {len(titles) + 1}")
+    return titles
 
 
 def stub_source(names: Iterable[str]) -> str:
@@ -364,7 +390,9 @@ def copy_lessons(dest: str | Path, student: bool = False, overwrite: bool = Fals
     ``student=False`` copies the instructor edition byte for byte; ``student=True`` writes
     :func:`student_notebook` of each. The lessons read nothing beside themselves but the
     installed package, so ``dest`` can be any folder. An existing lesson file is refused
-    unless ``overwrite=True``.
+    unless ``overwrite=True``; so is, before anything is written, a ``dest`` that is a
+    file, lies under one, cannot be created or cannot be written in, or is an empty name
+    (:class:`~sparsegrad_lab.errors.InputValueError`).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -372,16 +400,20 @@ def copy_lessons(dest: str | Path, student: bool = False, overwrite: bool = Fals
     ...     (Path(tmp) / "00_start_here.ipynb") in written
     True
     """
+    where = f"copy_lessons(dest={str(dest)!r})"
+    if not str(dest).strip():  # Path("") is the working folder: an unset variable, surely
+        raise InputValueError(f"{where}: expected a folder, got an empty name")
     dest = Path(dest)
+    _check_folder(dest, where)
     sources = lesson_paths()
     clashes = [dest / path.name for path in sources if (dest / path.name).exists()]
     if clashes and not overwrite:
         raise InputValueError(
-            f"copy_lessons(dest={str(dest)!r}): {clashes[0].name} already exists there "
+            f"{where}: {clashes[0].name} already exists there "
             f"({len(clashes)} lesson file(s) would be overwritten); choose an empty folder "
             "or pass overwrite=True (--force on the command line)"
         )
-    dest.mkdir(parents=True, exist_ok=True)
+    _make_writable_folder(dest, where)
     written = []
     for path in sources:
         target = dest / path.name
@@ -398,6 +430,54 @@ def copy_lessons(dest: str | Path, student: bool = False, overwrite: bool = Fals
     return written
 
 
+# ------------------------------------------------------------------------------ destinations
+
+
+def _check_folder(folder: Path, where: str) -> None:
+    """Raise :class:`InputValueError` if ``folder`` is a file or lies under one.
+
+    Asks only; creates nothing. The nearest part of the path that exists must be a folder.
+    """
+    for part in (folder, *folder.parents):
+        if part.is_dir():
+            return
+        if part.exists() or part.is_symlink():
+            kind = "a file" if part.exists() else "a broken link"
+            what = f"is {kind}" if part == folder else f"lies under {str(part)!r}, {kind}"
+            raise InputValueError(
+                f"{where}: {str(folder)!r} {what}; expected a folder (one that exists or "
+                "can be created)"
+            )
+
+
+def _make_writable_folder(folder: Path, where: str) -> None:
+    """Create ``folder`` if needed and write a file in it, or raise :class:`InputValueError`.
+
+    Trying is the only honest test: permission bits do not stop root, while a read-only
+    file system, a full disk or ``/proc`` stop everyone. The file written is removed.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputValueError(
+            f"{where}: cannot create the folder {str(folder)!r}: {err.strerror or err}"
+        ) from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise InputValueError(
+            f"{where}: cannot write in the folder {str(folder)!r}: {err.strerror or err}"
+        ) from None
+
+
+def _folder_name(text: str) -> Path:
+    """A command line's folder: any name but an empty one (``Path("")`` is the working folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty name")
+    return Path(text)
+
+
 # ------------------------------------------------------------------------------ command line
 
 
@@ -411,13 +491,22 @@ def add_lessons_command(
         description="Copy every lesson into DEST: the instructor edition, or with --student "
         "each exercise's solution replaced by a stub and the answers' outputs cleared.",
     )
-    command.add_argument("dest", metavar="DEST", type=Path, help="folder to write the lessons to")
+    command.add_argument(
+        "dest",
+        metavar="DEST",
+        type=_folder_name,
+        help="folder to write the lessons to (created if needed)",
+    )
     command.add_argument("--student", action="store_true", help="write the student edition")
     command.add_argument("--force", action="store_true", help="overwrite lessons already there")
 
 
 def run_lessons_command(args: argparse.Namespace) -> int:
-    """Run ``lessons``; returns the exit status (2 with the reason on stderr on refusal).
+    """Run ``lessons``; returns the exit status.
+
+    0 when written; 2 on a refusal (a ``DEST`` that is a file, lies under one or cannot be
+    written, lessons already there without ``--force``), checked before anything is
+    written; 1 when writing fails midway (a full disk). The reason is one line on stderr.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -426,11 +515,15 @@ def run_lessons_command(args: argparse.Namespace) -> int:
     wrote the instructor edition of ... lessons to ...
     0
     """
+    error = "python -m sparsegrad_lab lessons: error:"
     try:
         written = copy_lessons(args.dest, student=args.student, overwrite=args.force)
     except SparseGradLabError as err:
-        print(err, file=sys.stderr)
+        print(f"{error} {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"{error} writing the lessons to {str(args.dest)!r} failed: {err}", file=sys.stderr)
+        return 1
     edition = "student" if args.student else "instructor"
     print(f"wrote the {edition} edition of {len(written)} lessons to {args.dest}")
     return 0

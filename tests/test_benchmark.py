@@ -30,9 +30,24 @@ def restore_threads() -> object:
 def test_parse_sizes_reads_presets_and_lists() -> None:
     assert bench.parse_sizes("reference") == [(100_000, 1_000_000, 64, 1)]
     assert bench.parse_sizes(" 1e3:5_000:16 ,20:30:2") == [(1000, 5000, 16, 1), (20, 30, 2, 1)]
-    for bad in ("huge", "10:20", "10:x:3", "10:200:3", ""):
-        with pytest.raises(ValueError, match="--sizes"):
+    for bad in ("huge", "10:20", "10:x:3", "10:200:3", "", "1e400:5:8", "10:inf:3", "10.5:5:3"):
+        with pytest.raises(InputValueError, match=r"^parse_sizes: "):
             bench.parse_sizes(bad)
+    with pytest.raises(InputValueError, match=r"^nnz = 'inf' is not a whole number"):
+        bench.parse_sizes("10:inf:3", where=None)  # the command line's --sizes adds its name
+
+
+def test_parse_batches_reads_whole_numbers_once() -> None:
+    assert bench.parse_batches(" 1, 8,1e2") == [1, 8, 100]
+    for bad, says in (
+        ("0", ">= 1"),
+        ("x", "whole"),
+        ("1.5", "whole"),
+        ("2,2", "twice"),
+        (",", "no"),
+    ):
+        with pytest.raises(InputValueError, match=rf"^parse_batches: .*{says}"):
+            bench.parse_batches(bad)
 
 
 def test_make_cases_crosses_sizes_layouts_and_batches() -> None:
@@ -141,8 +156,10 @@ def test_cli_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_cli_rejects_unknown_implementations(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--impls", "sddmm,magic", "--no-progress"]) == 2
-    assert "magic" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's refusal, before any work
+        main(["bench", "--impls", "sddmm,magic", "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "argument --impls: unknown 'magic'" in capsys.readouterr().err
 
 
 def test_cli_tiny_grid_writes_json_and_plot(
@@ -171,7 +188,7 @@ def test_cli_tiny_grid_writes_json_and_plot(
     assert code == 0
     out = capsys.readouterr().out
     stem = report.default_output_stem(str(tmp_path), "cpu", "300:1500:8")
-    assert stem.name.endswith("-custom")
+    assert stem.name.endswith("-n300-nnz1500-p8")
     doc = json.loads(stem.with_suffix(".json").read_text())
     assert stem.with_suffix(".png").stat().st_size > 1000
     assert str(stem.with_suffix(".json")) in out
