@@ -10,16 +10,22 @@ with every request to another host blocked. Each page must then show
 * every solution folded in a closed dropdown that opens on click,
 * Binder and Colab launch links for the lesson, built from the same repository constant,
 
-and no request may have tried to leave the machine. Needs the npm assets (``npm ci``; run here
+and no request may have tried to leave the machine. The API reference (``api.html`` and a page
+per lab module under ``api/``) must document exactly the public API -- every name of each
+documented module's ``__all__``, nothing private -- and every name a lesson imports, and
+render ``sparse_mm``'s signature and maths. Needs the npm assets (``npm ci``; run here
 when ``node_modules`` lacks them and npm exists) and Chromium, like tests/test_browser.py.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,12 +33,16 @@ import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from browser_support import find_chromium, launched_chromium
 from playwright.sync_api import Browser, Page, Route
 
+import sparsegrad_lab
+from sparsegrad_lab import lessons
 from sparsegrad_lab.notebook import colab_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +51,26 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 ASSET = "node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js"
 
 pytestmark = pytest.mark.slow
+
+
+def _load_build_site() -> Any:
+    spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "build_site.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_site = _load_build_site()
+# The modules the reference documents: the package's top level on api.html, each lab module on
+# api/<name>.html.
+API_PAGES: dict[str, ModuleType] = {
+    "api.html": sparsegrad_lab,
+    **{
+        f"api/{name}.html": importlib.import_module(f"sparsegrad_lab.{name}")
+        for name in build_site.LAB_MODULES
+    },
+}
 
 
 def _required() -> bool:
@@ -171,18 +201,30 @@ def _check_common(offline: OfflinePage, url: str, name: str, expect_math: bool) 
 
 
 def test_lesson_info_reads_title_time_and_exercises(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "build_site.py")
-    assert spec is not None and spec.loader is not None
-    build_site = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_site)
-    cell = {"cell_type": "code", "metadata": {"tags": ["solution"]}, "source": "x = 1"}
+    # The tag and the exercise parsing come from the package, not from a copy in the script.
+    assert build_site.SOLUTION_TAG is lessons.SOLUTION_TAG
+    assert build_site.exercise_titles is lessons.exercise_titles
+
+    def exercise(number: int) -> list[dict[str, Any]]:
+        """A solution cell and its autograded check, with nbgrader's metadata."""
+        grader = {"grade_id": f"ex{number}", "grade": False, "solution": True}
+        check = {"grade_id": f"ex{number}-tests", "grade": True, "solution": False, "points": 1}
+        return [
+            {
+                "cell_type": "code",
+                "source": "x = 1",
+                "metadata": {"tags": ["solution"], "nbgrader": grader},
+            },
+            {"cell_type": "code", "source": "assert x == 1", "metadata": {"nbgrader": check}},
+        ]
+
     notebook = {
         "cells": [
             {"cell_type": "markdown", "source": "# 07 · A title\n\nEstimated time: 30-40 minutes."},
             {"cell_type": "markdown", "source": "## Exercises\n\n### Exercise 1 — first"},
-            cell,
+            *exercise(1),
             {"cell_type": "markdown", "source": "### Exercise 2 — second"},
-            cell,
+            *exercise(2),
         ]
     }
     path = tmp_path / "07_x.ipynb"
@@ -201,18 +243,121 @@ def test_lesson_info_reads_title_time_and_exercises(tmp_path: Path) -> None:
     assert tagged == ["solution", "hide-cell"]
 
 
+# ---------------------------------------------------------------------------- API reference
+
+_ENTRY = re.compile(r'<dt class="sig sig-object py" id="([^"]+)"')
+_LINK = re.compile(r'href="([^"]*#[^"]+)"')
+
+
+def _private(qualified: str) -> bool:
+    """A leading underscore in any part of the name; a dunder such as __version__ is public."""
+    return any(
+        part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+        for part in qualified.split(".")
+    )
+
+
+def _lesson_imports() -> list[tuple[str, str, str]]:
+    """``(lesson, module, name)`` for every ``from sparsegrad_lab[.module] import name``."""
+    found = []
+    for lesson in LESSONS:
+        for cell in json.loads(lesson.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            # IPython lines (%pip, !ls) become `pass`, keeping an indented one inside its `if`.
+            source = re.sub(r"(?m)^(\s*)[%!].*$", r"\1pass", "".join(cell["source"]))
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "sparsegrad_lab"
+                ):
+                    found += [(lesson.stem, node.module or "", a.name) for a in node.names]
+                elif isinstance(node, ast.Import):
+                    found += [
+                        (lesson.stem, a.name, "")
+                        for a in node.names
+                        if a.name.startswith("sparsegrad_lab.")
+                    ]
+    return found
+
+
+def test_lessons_import_only_what_the_reference_documents() -> None:
+    """Every module a lesson imports from has a reference page, and every name is public."""
+    imports = _lesson_imports()
+    assert any(module == "sparsegrad_lab" for _, module, _ in imports), "no imports found"
+    modules = {module.__name__: module for module in API_PAGES.values()}
+    for lesson, module, name in imports:
+        assert module in modules, (
+            f"{lesson} imports from {module}, which the API reference does not document: add "
+            "it to LAB_MODULES in docs/build_site.py, or import it from a documented module"
+        )
+        if name:
+            assert name in modules[module].__all__, (
+                f"{lesson} imports {name} from {module}, which does not list it in __all__"
+            )
+
+
+def test_api_reference_documents_exactly_the_public_api(site: Path) -> None:
+    """Each page has one entry per name of its module's ``__all__`` and nothing private.
+
+    The top level's names are all on api.html. A lab module's name that is the same object
+    as one documented on another page is linked there instead of described twice.
+    """
+    pages = {page: (site / page).read_text(encoding="utf-8") for page in API_PAGES}
+    entries = {page: set(_ENTRY.findall(html)) for page, html in pages.items()}
+    everywhere = set().union(*entries.values())
+    for page, module in API_PAGES.items():
+        private = sorted(e for e in entries[page] if _private(e))
+        assert not private, f"{page} documents private names: {private}"
+        prefix = f"{module.__name__}."
+        listed = {e.removeprefix(prefix) for e in entries[page] if e.startswith(prefix)}
+        top = {name for name in listed if "." not in name}
+        missing = set(module.__all__) - top
+        extra = top - set(module.__all__)
+        assert not extra, f"{page} documents names outside {module.__name__}.__all__: {extra}"
+        links = set(_LINK.findall(pages[page]))
+        for name in sorted(missing):
+            elsewhere = [
+                entry
+                for entry in everywhere
+                if entry.rsplit(".", 1)[-1] == name
+                and entry.rsplit(".", 1)[0] in sys.modules
+                and getattr(sys.modules[entry.rsplit(".", 1)[0]], name, None)
+                is getattr(module, name)
+            ]
+            assert elsewhere, f"{page} does not document {module.__name__}.{name}"
+            assert any(link.endswith(f"#{elsewhere[0]}") for link in links), (
+                f"{page}: {name} is documented as {elsewhere[0]} but the page does not link it"
+            )
+        # The summary table at the top links every entry of the page.
+        for name in top:
+            assert f'href="#{prefix}{name}"' in pages[page], f"{page}: {name} not in the table"
+    # Every public top-level name, on the reference page itself.
+    for name in sparsegrad_lab.__all__:
+        assert f"sparsegrad_lab.{name}" in entries["api.html"], f"api.html lacks {name}"
+
+
 def test_home_page_lists_every_lesson(offline: OfflinePage, server: str) -> None:
-    _check_common(offline, f"{server}/index.html", "index.html", expect_math=False)
+    # expect_math: lesson 01's title in the navigation holds maths, on every page.
+    _check_common(offline, f"{server}/index.html", "index.html", expect_math=True)
     links = offline.page.eval_on_selector_all(
         "table a[href]", "links => links.map(a => a.getAttribute('href'))"
     )
     for lesson in LESSONS:
         assert f"notebooks/{lesson.stem}.html" in links, f"the lesson table lacks {lesson.stem}"
     assert "CC BY 4.0" in offline.page.inner_text("body")
+    # The API reference: linked from the page's text and from the navigation.
+    article = offline.page.eval_on_selector_all(
+        "article a[href]", "links => links.map(a => a.getAttribute('href'))"
+    )
+    navigation = offline.page.eval_on_selector_all(
+        "nav.bd-docs-nav a[href]", "links => links.map(a => a.getAttribute('href'))"
+    )
+    assert "api.html" in article, "the home page does not link the API reference"
+    assert "api.html" in navigation, "the navigation does not list the API reference"
 
 
 def test_tutors_page(offline: OfflinePage, server: str) -> None:
-    _check_common(offline, f"{server}/tutors.html", "tutors.html", expect_math=False)
+    _check_common(offline, f"{server}/tutors.html", "tutors.html", expect_math=True)
     text = offline.page.inner_text("body")
     for topic in ("Binder", "Colab", "--student", "memory guard", "NotImplementedError"):
         assert topic in text, f"the tutors' page does not mention {topic}"
@@ -271,3 +416,44 @@ def test_lesson_page(offline: OfflinePage, server: str, lesson: Path) -> None:
         assert not body.is_visible(), f"{name}: a folded solution is visible"
         first.locator("summary").click()
         assert first.evaluate("el => el.open") and body.is_visible(), f"{name}: does not open"
+
+
+# sparse_mm's entry: its signature, then its docstring's display maths, typeset.
+_SPARSE_MM = """() => {
+    const entry = document.getElementById('sparsegrad_lab.sparse_mm').closest('dl');
+    const display = entry.querySelector('dd div.math mjx-container');
+    const box = display ? display.getBoundingClientRect() : null;
+    return {
+        signature: entry.querySelector('dt').innerText,
+        inline: entry.querySelectorAll('dd span.math mjx-container').length,
+        display: box ? [box.width, box.height] : null,
+        text: entry.querySelector('dd').innerText,
+    };
+}"""
+
+
+def test_api_page(offline: OfflinePage, server: str) -> None:
+    _check_common(offline, f"{server}/api.html", "api.html", expect_math=True)
+    page = offline.page
+    signature = page.locator('dt[id="sparsegrad_lab.sparse_mm"]')
+    assert signature.is_visible(), "api.html: sparse_mm's signature is not shown"
+    entry = page.evaluate(_SPARSE_MM)
+    for part in ("sparse_mm(", "A", "B", "backward", "pattern", "Tensor"):
+        assert part in entry["signature"], f"sparse_mm's signature lacks {part!r}: {entry}"
+    assert entry["display"] and min(entry["display"]) > 0, f"no typeset display maths: {entry}"
+    assert entry["inline"] >= 2, f"sparse_mm's inline maths is not typeset: {entry}"
+    assert "\\nabla" not in entry["text"] and "Parameters" in entry["text"], entry["text"][:300]
+    # Every lab module is one click away, in the table and the navigation.
+    hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+    for name in build_site.LAB_MODULES:
+        assert f"{server}/api/{name}.html" in hrefs, f"api.html does not link api/{name}.html"
+    assert not offline.errors, f"api.html: script errors: {offline.errors}"
+
+
+@pytest.mark.parametrize("page", [p for p in API_PAGES if p != "api.html"])
+def test_api_module_page(offline: OfflinePage, server: str, page: str) -> None:
+    _check_common(offline, f"{server}/{page}", page, expect_math=True)
+    module = API_PAGES[page]
+    heading = offline.page.locator("article h1").first.inner_text()
+    assert module.__name__ in heading, f"{page}: heading {heading!r}"
+    assert not offline.errors, f"{page}: script errors: {offline.errors}"
