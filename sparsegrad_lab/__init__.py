@@ -16,6 +16,7 @@ from .ops import sampled_mm, sparse_mm, sparsity_pattern
 from .pattern import SparsityPattern
 from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
 
+#: The package's version (also in pyproject.toml; a test checks they agree).
 __version__ = "0.1.0"
 
 __all__ = [

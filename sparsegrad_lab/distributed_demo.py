@@ -337,6 +337,8 @@ def train_distributed(
         If the processes have not finished after ``deadline_s`` seconds; they are stopped
         first, and the message says what each was doing.
 
+    Examples
+    --------
     >>> train_distributed(EdgeWeightProblem(p=8), world_size=2.0)
     Traceback (most recent call last):
     ...

@@ -16,7 +16,7 @@ Before building, each generator predicts its peak and asks the memory guard
     \\text{CSR: } (n + 1) \\cdot 8 + \\mathrm{nnz}\\,(8 + s)
 
 (int64 indices, ``s`` bytes per value), and drawing the positions needs a few times that
-(:data:`_GENERATION_PEAK_FACTOR`). By default the limit is what the process can still
+(four times, in this module's estimate). By default the limit is what the process can still
 get; the lessons' widgets pass ``budget=`` :data:`~sparsegrad_lab.memory_guard.LAB_BUDGET_BYTES`.
 
 >>> A = uniform_random(4, 6, nnz=5, seed=1)
@@ -63,7 +63,9 @@ __all__ = [
 # and 3.6x for power_law_graph at nnz = 1e7. The guard predicts with this factor.
 _GENERATION_PEAK_FACTOR = 4
 
+#: A layout as torch names it, or by its short name.
 LayoutLike = torch.layout | Literal["coo", "csr"]
+#: How stored values are drawn: standard normal, or all ones.
 ValueKind = Literal["normal", "ones"]
 
 _INDEX_BYTES = 8  # torch builds sparse indices as int64
@@ -431,7 +433,10 @@ def power_law_graph(
     exponent : float, default 2.5
         :math:`\\gamma > 1`; real networks mostly have :math:`2 < \\gamma < 3`.
 
-    Other parameters as in :func:`uniform_random`.
+    Other Parameters
+    ----------------
+    seed, dtype, layout, values, device, budget
+        As in :func:`uniform_random`.
 
     Raises
     ------

@@ -50,6 +50,7 @@ __all__ = [
     "make_inputs",
 ]
 
+#: An implementation's product: ``C = f(A, B)`` for sparse ``A`` and dense ``B``.
 MatMul = Callable[[Tensor, Tensor], Tensor]
 
 

@@ -93,6 +93,8 @@ def available_bytes(device: Any = "cpu") -> int:
     int
         Bytes, never negative.
 
+    Examples
+    --------
     >>> available_bytes("cpu") > 0
     True
     """
@@ -249,6 +251,8 @@ def check_fits(
     advice : str
         What to do instead; ends the message.
 
+    Examples
+    --------
     >>> check_fits(2**30, what="gather on A 1000 x 1000", budget=2**29)
     Traceback (most recent call last):
     ...

@@ -101,3 +101,13 @@ def test_setup_checks_the_seed_first(seed, error, words):
     with pytest.raises(error, match=words):
         setup(seed)
     assert torch.equal(torch.random.get_rng_state(), state)  # nothing was seeded
+
+
+def test_the_package_version_is_the_one_pyproject_declares() -> None:
+    # setup() prints sparsegrad_lab.__version__; a release bumps pyproject.toml's version.
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["project"]["version"]
+    assert sparsegrad_lab.__version__ == declared
