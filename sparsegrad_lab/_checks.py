@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import numpy as np
@@ -42,6 +44,7 @@ A.to_sparse() or A.to_sparse_csr()
         raise InputTypeError(f"sparse_mm: A must be a sparse torch.Tensor, got {_kind(A)}")
     if not isinstance(B, Tensor):
         raise InputTypeError(f"sparse_mm: B must be a dense torch.Tensor, got {_kind(B)}")
+    check_not_transformed("sparse_mm", A=A, B=B)
     check_sparse_layout(A, "sparse_mm")
     if B.layout != torch.strided:
         raise InputTypeError(
@@ -78,6 +81,88 @@ A.to_sparse() or A.to_sparse_csr()
         )
     _check_dtype_and_device("sparse_mm", dtype, device, "A")
     _check_not_meta(A, "sparse_mm")
+
+
+def _functorch_level() -> int | None:
+    """The level of the innermost ``torch.func`` transform running now, or ``None``."""
+    level: int | None = torch._C._functorch.maybe_current_level()
+    return level
+
+
+def check_not_transformed(where: str, **tensors: Any) -> None:
+    """Raise :class:`InputTypeError` inside a ``torch.func`` transform (grad, vjp, vmap, ...).
+
+    Under such a transform every tensor an operation touches is a functorch wrapper without
+    storage of its own -- even one the function closed over, once an operation has read it
+    -- and this package reads index storage directly (numpy views in the index checks, the
+    row pointers handed to torch's sparse kernels); its autograd functions are also
+    written for ``torch.autograd``, not for functorch. Refused here, with the way out,
+    instead of failing deep inside torch ("Cannot access data pointer of Tensor that
+    doesn't have storage"). ``tensors`` are the arguments by name.
+
+    >>> check_not_transformed("sparse_mm", B=torch.ones(1))  # plain autograd: passes
+    >>> import torch.func
+    >>> torch.func.grad(lambda B: check_not_transformed("sparse_mm", B=B) or B.sum())(
+    ...     torch.ones(1))
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputTypeError: sparse_mm: torch.func transforms (grad, vjp, \
+jacrev, vmap, ...) are not supported, and B is a functorch-wrapped tensor; compute the \
+gradient with torch.autograd.grad(loss, inputs) or loss.backward() instead
+    """
+    is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    if _functorch_level() is None and not any(
+        isinstance(tensor, Tensor) and is_wrapped(tensor) for tensor in tensors.values()
+    ):
+        return  # plain autograd: the usual case, decided in a few hundred nanoseconds
+    wrapped = [name for name, t in tensors.items() if isinstance(t, Tensor) and is_wrapped(t)]
+    if len(wrapped) == 1:
+        which = f"{wrapped[0]} is a functorch-wrapped tensor"
+    elif wrapped:
+        which = f"{', '.join(wrapped[:-1])} and {wrapped[-1]} are functorch-wrapped tensors"
+    else:
+        which = "it was called inside one"
+    raise InputTypeError(
+        f"{where}: torch.func transforms (grad, vjp, jacrev, vmap, ...) are not "
+        f"supported, and {which}; compute the gradient with "
+        "torch.autograd.grad(loss, inputs) or loss.backward() instead"
+    )
+
+
+#: torch counts the elements of a tensor in int64: sizes and their product stay below 2**63.
+MAX_NUMEL = 2**63 - 1
+
+
+def check_sizes(size: Sequence[Any], name: str, where: str) -> tuple[int, ...]:
+    """``size`` as a tuple of ints that torch can allocate a tensor's shape from.
+
+    Each entry an int (not a bool) in :math:`[0, 2^{63})`, and their product at most
+    :data:`MAX_NUMEL`: torch refuses more with a C++ source location ("numel: integer
+    multiplication overflow", "Overflow when unpacking long long").
+
+    >>> check_sizes((2, 3), "size", "csr_tensor")
+    (2, 3)
+    >>> check_sizes((4, 2**62), "size", "csr_tensor")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: csr_tensor: size (4, 4611686018427387904) holds \
+18446744073709551616 elements, more than torch can count (2**63 - 1 = 9223372036854775807); \
+use a smaller size
+    """
+    sizes = tuple(check_int(s, f"{name}[{i}]", where, minimum=0) for i, s in enumerate(size))
+    for i, s in enumerate(sizes):
+        if s > MAX_NUMEL:
+            raise InputValueError(
+                f"{where}: {name}[{i}] is {s}, more than torch's int64 sizes hold "
+                f"(2**63 - 1 = {MAX_NUMEL}); use a smaller {name}"
+            )
+    numel = math.prod(sizes)
+    if numel > MAX_NUMEL:
+        raise InputValueError(
+            f"{where}: {name} {sizes} holds {numel} elements, more than torch can count "
+            f"(2**63 - 1 = {MAX_NUMEL}); use a smaller {name}"
+        )
+    return sizes
 
 
 def _check_not_meta(A: Tensor, where: str) -> None:
@@ -124,6 +209,7 @@ rows, got X of shape (2, 3) and Y of shape (2, 2)
         raise InputValueError(
             f"{where}: backward must be one of {BACKWARD_STRATEGIES}, got {backward!r}"
         )
+    check_not_transformed(where, A=A, X=X, Y=Y)
     check_sparse_matrix(A, where)
     rows, cols = ("(n, d)", "(d, m)") if A.dim() == 2 else ("(b, n, d)", "(b, d, m)")
     for name, M, expected in (("X", X, rows), ("Y", Y, cols)):
@@ -177,6 +263,7 @@ batched 3-D (b, n, m), got shape (2, 2, 2, 2)
     """
     if not isinstance(A, Tensor):
         raise InputTypeError(f"{where}: A must be a sparse torch.Tensor, got {_kind(A)}")
+    check_not_transformed(where, A=A)
     check_sparse_layout(A, where)
     _check_shape_of_A(A, where)
     _check_not_meta(A, where)
@@ -212,7 +299,9 @@ def _check_shape_of_A(A: Tensor, where: str) -> None:
         )
     if A.layout == torch.sparse_csr:
         col_shape = A.col_indices().shape
-        if A.values().shape[: len(col_shape)] != col_shape:
+        # Tensor.values: the shape only, not a subclass's own values() (sampled_mm's CSR
+        # result reads them through an autograd Function, needless for a shape).
+        if Tensor.values(A).shape[: len(col_shape)] != col_shape:
             check_values_count(A, where)  # torch derives dense_dim from the values: not yet
     # With dense_dim 0 as well, a CSR A has exactly one value per column index.
     if A.dense_dim() != 0:
@@ -517,7 +606,7 @@ def check_values_count(A: Tensor, where: str, name: str = "A") -> None:
     sparsegrad_lab.errors.InputValueError: sparse_mm: A has values of shape (2,) for column \
 indices of shape (1,); expected one value per column index
     """
-    values, col = A.values(), A.col_indices()
+    values, col = Tensor.values(A), A.col_indices()  # Tensor.values: see _check_shape_of_A
     if values.shape != col.shape:
         raise InputValueError(
             f"{where}: {name} has values of shape {tuple(values.shape)} for column indices "

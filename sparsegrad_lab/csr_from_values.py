@@ -18,7 +18,16 @@ linear in it).
 
 :class:`CsrValues` is the inverse step, the values of a CSR ``A``, whose backward builds
 the gradient through :func:`csr_tensor`; torch's own ``values()`` backward for CSR tensors
-returns a gradient that autograd cannot differentiate again.
+(``ValuesBackward0``) wraps the upstream gradient in a CSR tensor outside autograd, so under
+``create_graph=True`` the gradient it passes on no longer depends on anything, and a second
+derivative through it silently misses every term that flows through the upstream gradient.
+A result handed to users, whose values they read with ``S.values()``, is therefore a
+:class:`DifferentiableCsr` (:func:`differentiable_csr`), whose ``values()`` is
+:class:`CsrValues`.
+
+Every tensor built here has contiguous index tensors: torch's kernels read the indices of a
+tensor built with ``check_invariants=False`` as contiguous storage (the CPU CSR product on a
+strided int32 ``col`` is silently wrong), so a strided view is copied first.
 """
 
 from __future__ import annotations
@@ -29,16 +38,18 @@ import torch
 from torch import Tensor
 
 from . import _torch_util
-from ._checks import check_int
+from ._checks import check_not_transformed, check_sizes
 from .errors import InputTypeError, InputValueError
 
 __all__ = [
     "CooFromValues",
     "CsrFromValues",
     "CsrValues",
+    "DifferentiableCsr",
     "coo_from_values",
     "csr_from_values",
     "csr_tensor",
+    "differentiable_csr",
 ]
 
 _torch_util.spend_csr_beta_notice()
@@ -64,12 +75,20 @@ def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...])
     values : Tensor
         Shape of ``col``.
     size : tuple of int
-        ``(n, m)`` or ``(b, n, m)``.
+        ``(n, m)`` or ``(b, n, m)``, each size and their product within int64 (torch counts
+        elements in int64).
 
     Returns
     -------
     Tensor
-        Sparse CSR; the index tensors are not copied.
+        Sparse CSR; the index tensors are not copied (unless they are strided views, which
+        torch's kernels cannot read: those are copied once).
+
+    Raises
+    ------
+    InputTypeError, InputValueError
+        For parts or a size that do not make a CSR tensor, and inside a ``torch.func``
+        transform (see :func:`~sparsegrad_lab._checks.check_not_transformed`).
 
     Examples
     --------
@@ -92,11 +111,12 @@ def _check_csr_parts(crow: Any, col: Any, values: Any, size: Any) -> tuple[int, 
                 f"csr_tensor: {name} must be a dense (strided) torch.Tensor, got {kind}; "
                 f"convert it with torch.as_tensor({name})"
             )
+    check_not_transformed("csr_tensor", crow=crow, col=col, values=values)
     if not isinstance(size, tuple | list | torch.Size) or len(size) not in (2, 3):
         raise InputTypeError(
             f"csr_tensor: size must be a tuple (n, m) or (b, n, m) of ints, got {size!r}"
         )
-    size = tuple(check_int(s, f"size[{i}]", "csr_tensor", minimum=0) for i, s in enumerate(size))
+    size = check_sizes(size, "size", "csr_tensor")
     lead = size[:-2]
     if crow.dtype not in (torch.int32, torch.int64) or col.dtype != crow.dtype:
         raise InputTypeError(
@@ -127,35 +147,78 @@ def _check_csr_parts(crow: Any, col: Any, values: Any, size: Any) -> tuple[int, 
 
 
 def _plain_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
-    # The package validates indices itself (one vectorised pass), so torch's checks are off.
-    return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+    # The package validates indices itself (one vectorised pass), so torch's checks are off;
+    # torch's kernels then read the index storage as contiguous: a strided view is copied.
+    return torch.sparse_csr_tensor(
+        crow.contiguous(), col.contiguous(), values, size, check_invariants=False
+    )
+
+
+class DifferentiableCsr(Tensor):
+    """A sparse CSR tensor whose ``values()`` can be differentiated twice.
+
+    What :func:`~sparsegrad_lab.sampled_mm` returns for a CSR ``A`` whose result needs a
+    gradient. torch's own ``values()`` of a CSR tensor has a backward that cuts the upstream
+    gradient off autograd (see the module docstring), so with ``create_graph=True`` a second
+    derivative through ``S.values()`` would be silently wrong; here ``values()`` is
+    :class:`CsrValues`, whose backward is differentiable. Nothing else differs: torch
+    functions see a plain CSR tensor and return plain tensors (``__torch_function__`` is
+    disabled, as for ``torch.nn.Parameter``), and it pickles as a plain CSR tensor.
+    ``S.detach()``, ``S.clone()`` and every other result are plain tensors again.
+
+    >>> S = differentiable_csr(torch.tensor([0, 1]), torch.tensor([0]),
+    ...                        torch.ones(1, requires_grad=True), (1, 1))
+    >>> type(S).__name__, S.layout, S.values()
+    ('DifferentiableCsr', torch.sparse_csr, tensor([1.], grad_fn=<CsrValuesBackward>))
+    """
+
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]
+
+    def values(self) -> Tensor:
+        """The values, shaped like ``col_indices()``; differentiable twice under autograd."""
+        if self.requires_grad and torch.is_grad_enabled():
+            values: Tensor = CsrValues.apply(self)
+            return values
+        return super().values()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # As a plain tensor: torch.load(weights_only=True) admits no classes of its own.
+        plain = Tensor._make_subclass(Tensor, self, self.requires_grad)
+        return plain.__reduce_ex__(protocol)
 
 
 class CsrFromValues(torch.autograd.Function):
     """``A = CSR(crow, col, values)`` whose backward costs O(nnz), not O(n m).
 
-    ``apply(crow, col, values, size)``. The backward returns ``∂L/∂v̄_k = Ḡ_{r_k c_k}``
-    read from the upstream gradient (sparse or dense), built of differentiable torch
-    operations, so a double backward goes through it. ``values`` is saved for backward
-    (though the reading does not need it) so that autograd refuses a backward after the
-    values were modified in place, as it does for ``torch.sparse_csr_tensor``.
+    ``apply(crow, col, values, size[, twice])``. The backward returns
+    ``∂L/∂v̄_k = Ḡ_{r_k c_k}`` read from the upstream gradient (sparse or dense), built of
+    differentiable torch operations, so a double backward goes through it. ``values`` is
+    saved for backward (though the reading does not need it) so that autograd refuses a
+    backward after the values were modified in place, as it does for
+    ``torch.sparse_csr_tensor``. ``twice=True`` returns a :class:`DifferentiableCsr`.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]
+        ctx: Any,
+        crow: Tensor,
+        col: Tensor,
+        values: Tensor,
+        size: tuple[int, ...],
+        twice: bool = False,
     ) -> Tensor:
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(crow, col, values)
         ctx.size = size
-        return _plain_csr(crow, col, values, size)
+        A = _plain_csr(crow, col, values, size)
+        return Tensor._make_subclass(DifferentiableCsr, A) if twice else A
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor | None) -> tuple[None, None, Tensor | None, None]:
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[None, None, Tensor | None, None, None]:
         crow, col, _values = ctx.saved_tensors
         if grad is None:  # no gradient reached A: say so, as torch's own functions do
-            return None, None, None, None
-        return None, None, _csr_values_at(grad, crow, col, ctx.size), None
+            return None, None, None, None, None
+        return None, None, _csr_values_at(grad, crow, col, ctx.size), None, None
 
 
 class CooFromValues(torch.autograd.Function):
@@ -169,6 +232,7 @@ class CooFromValues(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, indices: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
         ctx.set_materialize_grads(False)
+        indices = indices.contiguous()  # a strided view (edges.t()): see the module docstring
         ctx.save_for_backward(indices, values)
         ctx.size = size
         return torch.sparse_coo_tensor(
@@ -233,7 +297,24 @@ def coo_from_values(indices: Tensor, values: Tensor, size: tuple[int, ...]) -> T
     """
     if values.requires_grad and torch.is_grad_enabled():
         return CooFromValues.apply(indices, values, size)  # type: ignore[no-any-return]
-    return torch.sparse_coo_tensor(indices, values, size, is_coalesced=True, check_invariants=False)
+    return torch.sparse_coo_tensor(
+        indices.contiguous(), values, size, is_coalesced=True, check_invariants=False
+    )
+
+
+def differentiable_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
+    """:func:`csr_from_values` as a :class:`DifferentiableCsr` when ``values`` needs a gradient.
+
+    For a result handed to users, who read it with ``S.values()``: second derivatives
+    through that stay complete. Parts taken from a valid ``A``, unchecked.
+
+    >>> S = differentiable_csr(torch.tensor([0, 1]), torch.tensor([0]), torch.ones(1), (1, 1))
+    >>> type(S).__name__, S.to_dense()                # no gradient: a plain CSR tensor
+    ('Tensor', tensor([[1.]]))
+    """
+    if values.requires_grad and torch.is_grad_enabled():
+        return CsrFromValues.apply(crow, col, values, size, True)  # type: ignore[no-any-return]
+    return _plain_csr(crow, col, values, size)
 
 
 def _csr_values_at(grad: Tensor, crow: Tensor, col: Tensor, size: tuple[int, ...]) -> Tensor:

@@ -17,6 +17,11 @@ derivative of the sampled product :math:`s = P \\odot (G B^{\\mathsf H})` agains
 ``H`` (values on the pattern) is :math:`\\nabla_G = H B` and
 :math:`\\nabla_B = H^{\\mathsf H} G` -- the same two products again. Without it they call the
 kernels directly.
+
+The inputs reach torch's kernels only in the form those read: index tensors contiguous
+(:mod:`sparsegrad_lab.pattern`), dense operands contiguous -- a strided or expanded operand
+is copied in full first, and every such copy is counted by the memory check before it is
+made (:func:`~sparsegrad_lab.sddmm.copy_bytes`).
 """
 
 from __future__ import annotations
@@ -37,20 +42,28 @@ from ._checks import (
     check_sparse_mm_inputs,
 )
 from ._torch_util import element_size
-from .csr_from_values import CooFromValues, coo_from_values, csr_from_values, csr_tensor
+from .csr_from_values import (
+    CooFromValues,
+    coo_from_values,
+    csr_from_values,
+    differentiable_csr,
+)
 from .errors import InputTypeError, InputValueError
 from .pattern import (
     SparsityPattern,
     coalesced,
+    contiguous_indices,
     differentiable_gradient,
     kept_pattern,
     pattern_mismatch,
     pattern_of,
+    strided_index_bytes,
     values_of,
 )
 from .sddmm import (
     CHUNK_BYTES,
     BackwardStrategy,
+    copy_bytes,
     sampled_product,
     sampled_product_workspace_bytes,
 )
@@ -123,6 +136,17 @@ def _spmm(pattern: SparsityPattern, values: Tensor, X: Tensor) -> Tensor:
 def _resolved(X: Tensor) -> Tensor:
     """``X`` with a lazy conjugation materialised; ``X`` itself (no kernel call) when none."""
     return X.resolve_conj() if X.is_conj() else X
+
+
+def _materialised(X: Tensor) -> Tensor:
+    """``X`` as contiguous memory without a lazy conjugation: itself, or one copy.
+
+    The copy is :func:`~sparsegrad_lab.sddmm.copy_bytes` ``(X)``, counted by the caller's
+    memory check; differentiable (autograd's ``copy_``).
+    """
+    if not copy_bytes(X):
+        return X
+    return torch.empty(X.shape, dtype=X.dtype, device=X.device).copy_(X)
 
 
 def _flat(values: Tensor) -> Tensor:
@@ -225,11 +249,16 @@ def _matmul_backward(
     need_B: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
     """``∇values = (G Bᴴ)`` at the pattern and ``∇B = Aᴴ G``, each only if needed."""
-    G = G.contiguous()  # an expanded gradient (from .sum()) has stride 0
+    # An expanded gradient (from .sum()) has stride 0: its copy, C's size, is counted by
+    # the memory check of ∇B (one read of the available memory per backward), or alone.
+    copied = copy_bytes(G)
+    if not need_B:
+        _guard_copy(G, "the upstream gradient", pattern, "free memory before calling backward")
+    G = G.contiguous()
     if need_values and need_B and _route(pattern, G, strategy, True) == "shared gather":
-        return _small_graph_backward(pattern, values, B, G)
+        return _small_graph_backward(pattern, values, B, G, copied)
     grad_values = _sampled(pattern, G, B, strategy) if need_values else None
-    grad_B = _adjoint_product(pattern, values, G, strategy) if need_B else None
+    grad_B = _adjoint_product(pattern, values, G, strategy, copied) if need_B else None
     return grad_values, grad_B
 
 
@@ -359,6 +388,7 @@ class SampledProduct(torch.autograd.Function):
         pattern, strategy = ctx.pattern, ctx.strategy
         grad_G = grad_B = None
         if ctx.needs_input_grad[0]:
+            _guard_copy(B, "B", pattern)  # torch's CSR product reads B contiguous
             grad_G = _product(pattern, H, B, strategy)
         if ctx.needs_input_grad[1]:
             grad_B = _adjoint_product(pattern, H, G, strategy)
@@ -380,7 +410,11 @@ def _product(
 
 
 def _adjoint_product(
-    pattern: SparsityPattern, values: Tensor, X: Tensor, strategy: BackwardStrategy
+    pattern: SparsityPattern,
+    values: Tensor,
+    X: Tensor,
+    strategy: BackwardStrategy,
+    copied: int = 0,
 ) -> Tensor:
     """``A(values)ᴴ @ X`` inside a backward.
 
@@ -390,14 +424,15 @@ def _adjoint_product(
     first-order backward on a small graph -- by a scatter,
     ``(Aᴴ X)[c] = Σ_{k: c_k = c} v̄_k X[r_k]``: one gather and one ``index_add_`` of
     ``nnz x p`` entries (at most :data:`~sparsegrad_lab.sddmm.CHUNK_BYTES`), where sorting
-    the indices would cost more than the product itself.
+    the indices would cost more than the product itself. ``copied``: bytes of a copy the
+    caller made of ``X`` since the last check (counted here with the rest).
     """
     nnz, (M, p) = pattern.nnz, (pattern.shape[1], X.shape[-1])
     if _route(pattern, X, strategy, False) == "transpose":
-        _guard_backward(pattern, X, _transpose_bytes(pattern), "the transpose of A")
+        _guard_backward(pattern, X, copied + _transpose_bytes(pattern), "the transpose of A")
         adjoint, adjoint_pattern = _adjoint_values(values, pattern)
         return _product(adjoint_pattern, adjoint, X, strategy)
-    _guard_backward(pattern, X, nnz * p * X.element_size(), "the scattered terms")
+    _guard_backward(pattern, X, copied + nnz * p * X.element_size(), "the scattered terms")
     return _scatter_adjoint(pattern, values, X.index_select(0, pattern.row), M)
 
 
@@ -446,7 +481,7 @@ def _route(pattern: SparsityPattern, X: Tensor, strategy: str, both: bool) -> Ba
 
 
 def _small_graph_backward(
-    pattern: SparsityPattern, values: Tensor, B: Tensor, G: Tensor
+    pattern: SparsityPattern, values: Tensor, B: Tensor, G: Tensor, copied: int = 0
 ) -> tuple[Tensor, Tensor]:
     """Both gradients of a small graph from one gather of ``G``'s rows.
 
@@ -461,9 +496,10 @@ def _small_graph_backward(
     graph of at most :data:`SHARED_GATHER_MAX_NNZ` entries that saves more than torch's
     sampled kernel gains: its fixed cost per call is most of its time there. The working
     set is two ``nnz x p`` blocks, at most ``2 CHUNK_BYTES`` (:func:`first_order_route`).
+    A strided ``B`` is gathered from as it is (no copy); ``copied`` is what the caller copied.
     """
     p = G.shape[-1]
-    _guard_backward(pattern, G, 2 * pattern.nnz * p * G.element_size(), "gathered rows")
+    _guard_backward(pattern, G, copied + 2 * pattern.nnz * p * G.element_size(), "gathered rows")
     rows = G.index_select(0, pattern.row)
     # Conjugated in place (a real B needs no call); freed before the scatter allocates ∇B.
     picked = B.index_select(0, pattern.col)
@@ -473,7 +509,12 @@ def _small_graph_backward(
 
 
 def _sampled(pattern: SparsityPattern, G: Tensor, B: Tensor, strategy: BackwardStrategy) -> Tensor:
-    """``(G Bᴴ)`` at the pattern, inside a backward."""
+    """``(G Bᴴ)`` at the pattern, inside a backward.
+
+    The sampled product copies a strided ``B`` (an expanded one, say) in full: that copy is
+    checked first.
+    """
+    _guard_copy(B, "B", pattern)
     if torch.is_grad_enabled():
         return SampledProduct.apply(G, B, pattern, strategy)  # type: ignore[no-any-return]
     return sampled_product(pattern, G, B, strategy)
@@ -542,6 +583,26 @@ def _guard_backward(pattern: SparsityPattern, X: Tensor, extra: int, what: str) 
             f"with {pattern.nnz} stored entries and p={X.shape[-1]}",
             device=pattern.device,
             advice="free memory before calling backward, or use fewer columns of B",
+        )
+
+
+def _guard_copy(X: Tensor, name: str, pattern: SparsityPattern, advice: str = "") -> None:
+    """Check, in a backward, that the copy a kernel makes of a strided ``X`` fits.
+
+    No read of the available memory at all when the copy is negligible (a contiguous
+    ``X``: none).
+    """
+    needed = copy_bytes(X)
+    if needed > memory_guard.NEGLIGIBLE_BYTES:
+        n, m = pattern.block_shape
+        memory_guard.check_fits(
+            needed,
+            what=f"the backward's contiguous copy of {name} (shape {tuple(X.shape)}, strides "
+            f"{X.stride()}) for A of {pattern.batch} x {n} x {m}",
+            device=pattern.device,
+            advice=advice
+            or f"pass {name} as a contiguous tensor of the size it has, not an expanded or "
+            "strided view of a larger one",
         )
 
 
@@ -681,7 +742,8 @@ def sparse_mm(
         For inputs it cannot multiply; the message names the argument and what was expected.
     MemoryBudgetError
         If the result, or the chosen backward's temporaries, would not fit in the device's
-        available memory (checked before anything is allocated).
+        available memory (checked before anything is allocated). A strided or expanded
+        ``B`` that a kernel copies in full counts with its full size.
 
     Examples
     --------
@@ -704,21 +766,36 @@ def sparse_mm(
     A, kept = _pattern_for(A, pattern, "sparse_mm", ranges=not by_coo)
     b, n, m = A.shape if A.dim() == 3 else (1, *A.shape)
     p = B.shape[-1]
-    result = b * n * p * element_size(B.dtype) + (0 if kept else _pattern_bytes(A))
+    # torch's CSR product reads B contiguous: a strided or expanded B is copied in full
+    # (the COO product reads it as it is, but not through a lazy conjugation).
+    b_copy = copy_bytes(B) if not by_coo or B.is_conj() else 0
+    # A pattern copies strided index views (edges.t()): see sparsegrad_lab.pattern.
+    strided = strided_index_bytes(A)
+    pattern_bytes = 0 if kept else _pattern_bytes(A) + strided
+    result = b * n * p * element_size(B.dtype) + pattern_bytes + b_copy
     nnz = A._nnz() if A.layout == torch.sparse_coo else A.col_indices().numel()
     workspace = 0
     if A.requires_grad and torch.is_grad_enabled():
-        workspace = sampled_product_workspace_bytes(
-            backward, batch=b, block_shape=(n, m), nnz=nnz, p=p, dtype=B.dtype
-        )
+        workspace = (
+            sampled_product_workspace_bytes(
+                backward, batch=b, block_shape=(n, m), nnz=nnz, p=p, dtype=B.dtype
+            )
+            + strided
+        )  # ∇A is built on contiguous copies of strided indices
     if result + workspace > memory_guard.NEGLIGIBLE_BYTES:
         available = memory_guard.available_bytes(A.device)
+        copy_of_B = (
+            f", and a contiguous copy of B (shape {tuple(B.shape)}, strides {B.stride()})"
+            if b_copy
+            else ""
+        )
         _refuse_if_over(
             result,
             available,
             A.device,
-            f"sparse_mm: the result C of {b * n} x {p} (and A's pattern)",
-            "use fewer rows or columns, or split B's columns",
+            f"sparse_mm: the result C of {b * n} x {p} (and A's pattern){copy_of_B}",
+            "use fewer rows or columns, or split B's columns"
+            + ("; pass B as a contiguous tensor of the size it has" if b_copy else ""),
         )
         _refuse_if_over(
             workspace,
@@ -732,9 +809,11 @@ def sparse_mm(
     # A 2-D B is used as it is: even a no-op reshape of a B that requires grad adds an
     # autograd node to every forward and backward.
     B2 = B if A.dim() == 2 else B.reshape(b * m, p)
-    if A.dim() == 3 and A.layout == torch.sparse_csr:
+    if A.layout == torch.sparse_csr and (A.dim() == 3 or strided):
         # One autograd node reading A: a double backward through SparseMatMulOfA reads A
-        # twice, and torch 2.13 corrupts the sum of two batched CSR gradients.
+        # twice, and torch 2.13 corrupts the sum of two batched CSR gradients. A 2-D A
+        # with strided index views is multiplied through the pattern's contiguous copies
+        # too: torch's CSR product reads a strided int32 col as if it were contiguous.
         C = SparseMatMul.apply(values_of(A), B2, pattern, backward)
     else:
         C = SparseMatMulOfA.apply(A, B2, pattern, backward, by_coo)
@@ -786,14 +865,19 @@ def sampled_mm(
     -------
     Tensor
         Sparse, ``A``'s layout and shape and exactly ``A``'s coalesced pattern (CSR keeps
-        its index dtype), dtype of ``X``; differentiable in ``X`` and ``Y``.
+        its index dtype; the index tensors are contiguous), dtype of ``X`` (also under
+        autocast); differentiable in ``X`` and ``Y``. Read its values with ``S.values()``:
+        a CSR result that needs a gradient is a
+        :class:`~sparsegrad_lab.csr_from_values.DifferentiableCsr`, whose ``values()`` can
+        be differentiated twice (torch's own ``values()`` of a CSR tensor cannot).
 
     Raises
     ------
     InputTypeError, InputValueError
         For inputs it cannot take; the message names the argument and what was expected.
     MemoryBudgetError
-        If the values, the sampled product's temporaries or (when ``X`` or ``Y`` needs a
+        If the values, the sampled product's temporaries, the contiguous copies of a
+        strided or expanded ``X`` or ``Y`` (copied in full) or (when ``X`` or ``Y`` needs a
         gradient) the backward's results would not fit in the available memory.
 
     Examples
@@ -803,7 +887,7 @@ def sampled_mm(
     >>> K = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> S = sampled_mm(A, Q, K.T)        # s_k = Q[r_k] · K[c_k]
     >>> S.layout, S.values()
-    (torch.sparse_csr, tensor([2., 3., 4.], grad_fn=<ValuesBackward0>))
+    (torch.sparse_csr, tensor([2., 3., 4.], grad_fn=<CsrValuesBackward>))
     >>> S.values().sum().backward()
     >>> Q.grad                           # row r sums the K rows of its edges
     tensor([[0., 1.],
@@ -816,9 +900,15 @@ def sampled_mm(
     elem = element_size(X.dtype)
     nnz = A._nnz() if A.layout == torch.sparse_coo else A.col_indices().numel()
     shape = f"A of {b} x {n} x {m} with {nnz} stored entries and d={d}"
+    # The kernels read X and Yᴴ as contiguous memory: a strided or expanded X or Y (or a
+    # complex Y, whose Yᴴ is a lazy conjugate) is copied in full, once, before them.
+    Y_h = Y.mH
+    copied = {name: copy_bytes(M) for name, M in (("X", X), ("Y", Y_h))}
     values_bytes = (
         nnz * elem
         + (0 if kept else _pattern_bytes(A))
+        + strided_index_bytes(A)  # the result's indices, contiguous (see contiguous_indices)
+        + sum(copied.values())
         + sampled_product_workspace_bytes(
             backward, batch=b, block_shape=(n, m), nnz=nnz, p=d, dtype=X.dtype
         )
@@ -829,12 +919,24 @@ def sampled_mm(
         backward_bytes = b * (n + m) * d * elem + _index_bytes(b * m + 1 + 3 * nnz)
     if values_bytes + backward_bytes > memory_guard.NEGLIGIBLE_BYTES:
         available = memory_guard.available_bytes(A.device)
+        copies = [
+            f"{name} (shape {tuple(M.shape)}, strides {M.stride()})"
+            for name, M in (("X", X), ("Y", Y))
+            if copied[name]
+        ]
         _refuse_if_over(
             values_bytes,
             available,
             A.device,
-            f"sampled_mm: the values and backward={backward!r} temporaries for {shape}",
-            "use backward='sddmm', whose working set stays bounded, or a smaller d",
+            f"sampled_mm: the values and backward={backward!r} temporaries for {shape}"
+            + (f", with a contiguous copy of {' and '.join(copies)}" if copies else ""),
+            "use backward='sddmm', whose working set stays bounded, or a smaller d"
+            + (
+                "; the kernels read X and Yᴴ row by row, so a strided or expanded X, or a Y "
+                "that is not K.T of a contiguous K, is copied in full"
+                if copies
+                else ""
+            ),
         )
         _refuse_if_over(
             backward_bytes,
@@ -843,13 +945,15 @@ def sampled_mm(
             f"sampled_mm: the backward (∇X, ∇Y and the transpose of A) for {shape}",
             "use a smaller d, or fewer rows and columns",
         )
+    A = contiguous_indices(A)  # shared by the pattern and the result
     pattern = kept if kept is not None else pattern_of(A)
     # SampledProduct gives G Bᴴ at the pattern; with B = Yᴴ that is X Y.
     values = SampledProduct.apply(
-        X.reshape(b * n, d), Y.mH.resolve_conj().reshape(b * m, d), pattern, backward
+        _materialised(X).reshape(b * n, d), _materialised(Y_h).reshape(b * m, d), pattern, backward
     )
     if A.layout == torch.sparse_coo:
         out: Tensor = CooFromValues.apply(A.indices(), values, tuple(A.shape))
         return out
     crow, col = A.crow_indices(), A.col_indices()
-    return csr_tensor(crow, col, values.reshape(col.shape), tuple(A.shape))
+    # values() of the result is differentiable twice (torch's own CSR values() is not).
+    return differentiable_csr(crow, col, values.reshape(col.shape), tuple(A.shape))

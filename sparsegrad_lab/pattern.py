@@ -15,6 +15,18 @@ all eight input kinds without a Python loop over the batch.
 
 The pattern is built once per call and never differentiated; the values travel separately
 as an ordinary dense tensor, which is what makes double backward work with plain autograd.
+
+Its index tensors are always contiguous. torch hands out strided views of a valid tensor's
+indices -- ``indices()`` of a COO tensor built from ``edges.t()``, a row of such indices,
+a ``col_indices()`` that is a slice -- and several of its kernels read index storage as if
+it were contiguous: ``torch._convert_indices_from_coo_to_csr`` on a strided row, the CPU
+CSR product (MKL) on a strided int32 ``col``, and every kernel that takes a CSR tensor built
+with ``check_invariants=False``. A strided view is therefore copied once where it enters:
+by :class:`SparsityPattern`, which keeps contiguous copies, and by
+:func:`contiguous_indices` for a tensor handed on; a contiguous one, with or without a
+storage offset, is used as it is. (torch's own invariant check refuses a strided CSR index
+tensor, but builds one without complaint with the checks off, its default; a strided COO
+``indices()`` it accepts either way.)
 """
 
 from __future__ import annotations
@@ -30,11 +42,14 @@ from .csr_from_values import CsrFromValues, CsrValues, _plain_csr
 __all__ = [
     "SparsityPattern",
     "coalesced",
+    "contiguous_indices",
     "differentiable_gradient",
+    "has_contiguous_indices",
     "kept_pattern",
     "pattern_and_values",
     "pattern_mismatch",
     "pattern_of",
+    "strided_index_bytes",
     "values_of",
 ]
 
@@ -51,6 +66,8 @@ def _batch_as_one_csr(
         return crow, col, 1, (size[0], size[1])
     b, n, m = size
     per_item = col.shape[-1]
+    # Both results are fresh contiguous tensors (the arithmetic below copies), whatever the
+    # strides of the input's index views.
     index_dtype = crow.dtype
     if max(b * per_item, b * max(n, m)) >= 2**31:
         index_dtype = torch.int64  # int32 cannot address the whole block-diagonal matrix
@@ -85,6 +102,12 @@ class SparsityPattern:
         The layout, shape and index tensors of the ``A`` it was built from, so that a kept
         pattern can be checked against a later ``A`` (:func:`pattern_mismatch`).
 
+    Notes
+    -----
+    A strided index tensor (a view torch handed out) is replaced by a contiguous copy when
+    the pattern is built: the kernels it feeds read index storage as contiguous (see the
+    module docstring).
+
     Examples
     --------
     >>> A = torch.tensor([[0.0, 2.0], [3.0, 0.0]]).to_sparse()
@@ -104,6 +127,12 @@ class SparsityPattern:
     _crow: Tensor | None = field(default=None, repr=False)
     _row: Tensor | None = field(default=None, repr=False)
     _source: _Source | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("col", "_crow", "_row"):
+            index = getattr(self, name)
+            if index is not None and not index.is_contiguous():
+                object.__setattr__(self, name, index.contiguous())
 
     @cached_property
     def crow(self) -> Tensor:
@@ -187,9 +216,59 @@ class _Source:
 
 
 def _index_tensors(A: Tensor) -> tuple[Tensor, ...]:
+    # _indices(): what indices() gives for a coalesced COO A, and readable before coalescing.
     if A.layout == torch.sparse_coo:
-        return (A.indices(),)
+        return (A._indices(),)
     return (A.crow_indices(), A.col_indices())
+
+
+def has_contiguous_indices(A: Tensor) -> bool:
+    """Whether every index tensor of sparse ``A`` is contiguous (a storage offset is fine).
+
+    >>> edges = torch.tensor([[0, 1], [1, 0]])               # (nnz, 2): one edge per row
+    >>> has_contiguous_indices(torch.sparse_coo_tensor(edges.t(), torch.ones(2), (2, 2)))
+    False
+    """
+    return all(index.is_contiguous() for index in _index_tensors(A))
+
+
+def strided_index_bytes(A: Tensor) -> int:
+    """Bytes of the copies that make ``A``'s index tensors contiguous: zero when they are.
+
+    What :func:`contiguous_indices`, a pattern of ``A``, or a gradient built on ``A``'s
+    indices copies, each (for the memory check).
+
+    >>> edges = torch.tensor([[0, 1], [1, 0]])
+    >>> strided_index_bytes(torch.sparse_coo_tensor(edges.t(), torch.ones(2), (2, 2)))
+    32
+    """
+    return sum(i.numel() * i.element_size() for i in _index_tensors(A) if not i.is_contiguous())
+
+
+def contiguous_indices(A: Tensor) -> Tensor:
+    """``A`` itself when its index tensors are contiguous, else ``A`` on contiguous copies.
+
+    Not tracked by autograd: for an ``A`` whose values need no gradient (the pattern of
+    :func:`~sparsegrad_lab.sampled_mm`, a kept pattern). The values are shared, not copied;
+    a COO ``A`` keeps its coalesced flag. See the module docstring for why.
+
+    >>> edges = torch.tensor([[0, 1], [1, 0]])
+    >>> A = torch.sparse_coo_tensor(edges.t(), torch.ones(2), (2, 2), is_coalesced=True)
+    >>> contiguous_indices(A).indices().is_contiguous(), A.indices().is_contiguous()
+    (True, False)
+    """
+    if has_contiguous_indices(A):
+        return A
+    A = A.detach()
+    if A.layout == torch.sparse_coo:
+        return torch.sparse_coo_tensor(
+            A._indices().contiguous(),
+            A._values(),
+            A.shape,
+            is_coalesced=A.is_coalesced(),
+            check_invariants=False,
+        )
+    return _plain_csr(A.crow_indices(), A.col_indices(), A.values(), tuple(A.shape))
 
 
 _INDEX_NAMES = {
@@ -353,7 +432,8 @@ def kept_pattern(A: Tensor) -> SparsityPattern:
     ([0, 1, 2], [0, 1])
     """
     A = coalesced(A.detach())
-    own = tuple(index.clone() for index in _index_tensors(A))
+    # contiguous_format: clone() would keep the strides of a strided view.
+    own = tuple(index.clone(memory_format=torch.contiguous_format) for index in _index_tensors(A))
     if A.layout == torch.sparse_coo:
         A = torch.sparse_coo_tensor(
             own[0], A.values(), A.shape, is_coalesced=True, check_invariants=False
@@ -372,7 +452,9 @@ def _pattern(A: Tensor, source: _Source | None) -> SparsityPattern:
             item = indices[0]
             row, col = item * n + indices[1], item * m + indices[2]
         else:
-            row, col = indices.unbind()  # one call for both views
+            # One call for both views; a strided view (from edges.t()) is copied by the
+            # pattern, which keeps its indices contiguous.
+            row, col = indices.unbind()
         return SparsityPattern(col, b, (n, m), _row=row, _source=source)
     crow, col, _b, _shape = _batch_as_one_csr(A.crow_indices(), A.col_indices(), tuple(A.shape))
     return SparsityPattern(col, b, (n, m), _crow=crow, _source=source)

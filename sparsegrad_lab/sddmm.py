@@ -44,6 +44,7 @@ __all__ = [
     "BACKWARD_STRATEGIES",
     "CHUNK_BYTES",
     "BackwardStrategy",
+    "copy_bytes",
     "sampled_product",
     "sampled_product_workspace_bytes",
 ]
@@ -77,8 +78,12 @@ def sampled_product(
     Returns
     -------
     Tensor
-        ``(nnz,)`` with :math:`s_k = \\sum_l G_{r_k l} \\overline{B_{c_k l}}`. Not tracked
-        by autograd: :class:`sparsegrad_lab.ops.SampledProduct` is the differentiable form.
+        ``(nnz,)`` with :math:`s_k = \\sum_l G_{r_k l} \\overline{B_{c_k l}}`, in the dtype
+        of ``G`` and ``B`` also under autocast. Not tracked by autograd:
+        :class:`sparsegrad_lab.ops.SampledProduct` is the differentiable form.
+
+    A ``G`` or ``B`` that is not contiguous (an expanded view, say) is copied first
+    (:func:`copy_bytes`): callers count that copy in their memory check.
 
     Examples
     --------
@@ -91,7 +96,19 @@ def sampled_product(
     """
     if pattern.nnz == 0:
         return G.new_zeros(0)
-    G, B = G.contiguous(), B.contiguous()
+    if torch.is_autocast_enabled(G.device.type):
+        # Autocast would run "dense"'s matmul in bfloat16/float16, and the backward then
+        # multiplies those values with torch's CPU CSR kernel, which has no such dtype:
+        # every strategy computes in the inputs' dtype, as sparse_mm's products do.
+        with torch.autocast(G.device.type, enabled=False):
+            return _sampled_product(pattern, G, B, strategy)
+    return _sampled_product(pattern, G, B, strategy)
+
+
+def _sampled_product(
+    pattern: SparsityPattern, G: Tensor, B: Tensor, strategy: BackwardStrategy
+) -> Tensor:
+    G, B = G.contiguous(), B.contiguous()  # see copy_bytes
     if strategy == "dense":
         return _dense_then_mask(pattern, G, B)
     if strategy == "gather":
@@ -138,6 +155,22 @@ def _chunked_gather(pattern: SparsityPattern, G: Tensor, B: Tensor) -> Tensor:
         stop = min(start + chunk, pattern.nnz)
         out[start:stop] = _gather_rows(pattern, G, B, start, stop)
     return out
+
+
+def copy_bytes(X: Tensor) -> int:
+    """Bytes of the copy a kernel makes of ``X`` before reading it: zero when it need not.
+
+    torch's CSR kernels (the product, ``sampled_addmm``) and :func:`sampled_product` read a
+    dense operand as contiguous memory without a lazy conjugation, so any other ``X`` -- an
+    expanded view with stride 0, a transpose, a slice, a conjugate view -- is copied in full
+    first: ``X.numel()`` elements, however little memory the view itself takes.
+
+    >>> copy_bytes(torch.ones(4, 3)), copy_bytes(torch.ones(1, 3).expand(4, 3))
+    (0, 48)
+    """
+    if X.is_contiguous() and not X.is_conj():
+        return 0
+    return X.numel() * X.element_size()
 
 
 def sampled_product_workspace_bytes(

@@ -258,6 +258,38 @@ def test_csr_tensor_refuses_malformed_parts(
     assert words in str(info.value)
 
 
+_EMPTY_ROWS = (torch.zeros(3, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), torch.ones(0))
+
+
+@pytest.mark.parametrize(
+    ("size", "error", "words"),
+    [
+        ((2, 2**63), InputValueError, "size[1] is 9223372036854775808, more than torch's int64"),
+        ((2, 2**62), InputValueError, "holds 9223372036854775808 elements, more than torch can"),
+        ((2, 2**63 - 1), InputValueError, "holds 18446744073709551614 elements"),
+        ((2, -3), InputValueError, "size[1] must be >= 0, got -3"),
+        ((2, 2.0), InputTypeError, "size[1] must be an int, got float"),
+        ((2, True), InputTypeError, "size[1] must be an int, got bool"),
+        ((2, "4"), InputTypeError, "size[1] must be an int, got str"),
+    ],
+    ids=["2**63", "numel-2**63", "numel-2**64", "negative", "float", "bool", "str"],
+)
+def test_csr_tensor_refuses_a_size_torch_cannot_hold(
+    size: tuple, error: type[Exception], words: str
+) -> None:
+    """A size torch cannot count failed inside torch, with a C++ source location."""
+    with pytest.raises(error, match=r"^csr_tensor: ") as info:
+        csr_tensor(*_EMPTY_ROWS, size)
+    assert words in str(info.value)
+    assert "Exception raised from" not in str(info.value)
+
+
+def test_csr_tensor_accepts_the_largest_size_torch_holds() -> None:
+    A = csr_tensor(*_EMPTY_ROWS, (2, 2**62 - 1))  # 2**63 - 2 elements: within int64
+    assert A.shape == (2, 2**62 - 1)
+    assert csr_tensor(torch.zeros(1, dtype=torch.int64), *_EMPTY_ROWS[1:], (0, 2**63 - 1)).shape
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,

@@ -39,6 +39,16 @@ def csr(crow, col, size, values=None):
     v = torch.ones(col.shape if values is None else values)
     return torch.sparse_csr_tensor(torch.tensor(crow), col, v, size, check_invariants=False)
 
+def coo_t(edges, size, **kw):  # indices() is edges.t(): a strided view, strides (1, 2)
+    e = torch.tensor(edges)
+    v = torch.ones(e.shape[0])
+    return torch.sparse_coo_tensor(e.t(), v, size, check_invariants=False, **kw)
+
+def csr_strided(crow, col, size, dtype=torch.int64):  # every other element of a buffer
+    crow, col = (torch.tensor(i, dtype=dtype).repeat_interleave(2)[::2] for i in (crow, col))
+    v = torch.ones(col.shape)
+    return torch.sparse_csr_tensor(crow, col, v, size, check_invariants=False)
+
 try:
 {call}
 except InputValueError as error:
@@ -92,7 +102,29 @@ CASES: dict[str, tuple[str, str]] = {
         "sparse_mm(coo([[0, 0], [1, 1]], (2, 2), is_coalesced=True), torch.ones(2, 3))",
         "A is marked coalesced, but entry 1 at (0, 1) does not come after entry 0 at (0, 1)",
     ),
+    # Strided index views (edges.t()) are read where they are, by numpy and torch alike.
+    "coo-edges.t()-row-out-of-range": (
+        "sparse_mm(coo_t([[0, 0], [5, 1]], (2, 2)), torch.ones(2, 3))",
+        "sparse_mm: A: row index 5 at entry 1 is out of range for 2 rows",
+    ),
+    "coo-edges.t()-coalesced-column-out-of-range": (
+        "sparse_mm(coo_t([[0, 0], [1, 7]], (2, 2), is_coalesced=True), torch.ones(2, 3))",
+        "sparse_mm: A: column index 7 at entry 1 is out of range for 2 columns",
+    ),
+    "coo-edges.t()-falsely-coalesced-order": (
+        "sampled_mm(coo_t([[1, 0], [0, 0]], (2, 2), is_coalesced=True), torch.ones(2, 3), "
+        "torch.ones(3, 2))",
+        "A is marked coalesced, but entry 1 at (0, 0) does not come after entry 0 at (1, 0)",
+    ),
     # -- CSR --------------------------------------------------------------------------------
+    "csr-strided-int32-column-out-of-range": (
+        "sparse_mm(csr_strided([0, 1, 2], [0, 5], (2, 2), torch.int32), torch.ones(2, 3))",
+        "sparse_mm: A: column index 5 at entry 1 is out of range for 2 columns",
+    ),
+    "csr-strided-crow-decreasing": (
+        "sparsity_pattern(csr_strided([0, 2, 1, 2], [0, 1], (3, 2)))",
+        "sparsity_pattern: A: crow_indices() must not decrease, but entry 2 is 1 after 2",
+    ),
     "csr-crow-decreasing": (
         "sparse_mm(csr([0, 2, 1, 2], [0, 1], (3, 2)), torch.ones(2, 3))",
         "sparse_mm: A: crow_indices() must not decrease, but entry 2 is 1 after 2",

@@ -45,6 +45,7 @@ import sparsegrad_lab.ops as ops
 from sparsegrad_lab import (
     BackwardStrategy,
     MemoryBudgetError,
+    sampled_mm,
     sparse_mm,
     sparsity_pattern,
 )
@@ -837,17 +838,23 @@ def test_no_columns_in_B(layout: torch.layout, index_dtype: torch.dtype, batched
     assert B.grad.shape == B.shape
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["backward-outside", "backward-inside"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("batched", RANKS)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS.get)
 def test_autocast_to_bfloat16_computes_in_the_inputs_dtype(
-    layout: torch.layout, batched: bool
+    layout: torch.layout, batched: bool, strategy: BackwardStrategy, inside: bool
 ) -> None:
-    """torch's CPU sparse kernels have no bfloat16 matmul (COO aborted inside MKL)."""
+    """torch's CPU sparse kernels have no bfloat16 matmul (COO aborted inside MKL); a
+    backward run under autocast computed ``"dense"``'s ``G Bᴴ`` in bfloat16."""
     A, B, G = _fixed_problem(batched).build(layout=layout, dtype=torch.float32, device="cpu")
     A, B = A.requires_grad_(), B.requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        C = sparse_mm(A, B)
-    C.backward(G)
+        C = sparse_mm(A, B, backward=strategy)
+        if inside:
+            C.backward(G)
+    if not inside:
+        C.backward(G)
     ref = dense_reference(A, B, G)
     assert C.dtype == torch.float32
     assert_close(C, ref.C)
@@ -1066,3 +1073,177 @@ def test_an_index_the_coo_product_refuses_is_named_alone() -> None:
         with pytest.raises(sparsegrad_lab.InputValueError, match="row index 7 at entry 1") as info:
             sparse_mm(A, torch.ones(2, 3))
     assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+# ============================================================================================
+# 6. operands torch's kernels cannot read as they are: expanded B, torch.func, p = 0
+# ============================================================================================
+
+
+@pytest.mark.parametrize("create_graph", [False, True], ids=["first-order", "create_graph"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("product", ["coo", "csr"])
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_expanded_B_gives_the_dense_result(
+    layout: torch.layout,
+    index_dtype: torch.dtype,
+    product: str,
+    strategy: BackwardStrategy,
+    create_graph: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stride-0 ``B`` (``expand``): copied where a kernel needs it contiguous, and right."""
+    if product == "csr":
+        monkeypatch.setattr(ops, "COO_PRODUCT_MAX_NNZ", -1)
+    A, _B, G = _fixed_problem(False, n=5, m=6, p=3).build(
+        layout=layout, dtype=torch.float64, device="cpu", index_dtype=index_dtype
+    )
+    row = random_dense((1, 3), generator=make_generator(2)).requires_grad_()
+    B = row.expand(6, 3)
+    A = A.requires_grad_()
+    C = sparse_mm(A, B, backward=strategy)
+    grad_A, grad_row = torch.autograd.grad(C, (A, row), G, create_graph=create_graph)
+    ref = dense_reference(A, B, G)
+    assert_close(C, ref.C)
+    assert_close(grad_A, ref.grad_A)
+    assert_close(grad_row, ref.grad_B.sum(0, keepdim=True))
+
+
+def test_expanded_B_of_huge_logical_size() -> None:
+    """2⁶⁰ rows of one row: torch's COO product reads it as it is (a result); the CSR
+    product would copy it in full, which is refused before it is tried."""
+    m = 2**60
+    indices = torch.tensor([[0, 1, 1], [0, 5, m - 1]])
+    A = torch.sparse_coo_tensor(indices, torch.ones(3), (2, m)).coalesce()
+    b = torch.tensor([[1.0, 2.0, 3.0]])
+    C = sparse_mm(A, b.expand(m, 3))  # few entries: torch's COO product, no copy
+    assert torch.equal(C, torch.tensor([[1.0], [2.0]]) * b)
+    with pytest.raises(MemoryBudgetError) as info:
+        sparse_mm(A.to_sparse_csr(), b.expand(m, 3))
+    message = str(info.value)
+    assert message.startswith("sparse_mm: the result C of 2 x 3")
+    assert f"contiguous copy of B (shape ({m}, 3), strides (0, 1))" in message
+    assert "pass B as a contiguous tensor" in message
+    assert info.value.needed_bytes >= m * 3 * 4
+
+
+def test_backward_counts_the_copy_of_an_expanded_B(tiny_memory: Callable[[int], None]) -> None:
+    """The sampled product of ∇A copies a stride-0 ``B`` in full: checked before, in the
+    backward (the forward on torch's COO product needs no copy)."""
+    A = torch.eye(4, dtype=torch.float64).to_sparse().requires_grad_()
+    B = torch.ones(1, 50, dtype=torch.float64).expand(4, 50)  # a copy: 1600 bytes
+    C = sparse_mm(A, B)
+    tiny_memory(1000)
+    with pytest.raises(MemoryBudgetError, match=r"the backward's contiguous copy of B \(shape"):
+        C.backward(torch.ones(4, 50, dtype=torch.float64))
+
+
+def test_backward_counts_the_copy_of_an_expanded_gradient(
+    tiny_memory: Callable[[int], None],
+) -> None:
+    """``C.sum()`` hands the backward a stride-0 gradient, copied (C's size) before use."""
+    A = torch.eye(4, dtype=torch.float64).to_sparse().requires_grad_()
+    C = sparse_mm(A, torch.ones(4, 50, dtype=torch.float64))  # C: 1600 bytes
+    tiny_memory(1000)
+    with pytest.raises(MemoryBudgetError, match="contiguous copy of the upstream gradient"):
+        C.sum().backward()
+
+
+def _transformed_calls() -> dict[str, Callable[[], object]]:
+    """Each public call under torch.func, COO and CSR, w.r.t. B (or X) and A's values."""
+    dense = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]])
+    coo, csr = dense.to_sparse(), dense.to_sparse_csr()
+    B, v = torch.ones(3, 2), torch.tensor([2.0, 1.0, 3.0])
+    # Read outside the transform: inside it, torch itself cannot read a sparse tensor's
+    # indices ("Sparse CSR tensors do not have strides", or no storage for COO), nor
+    # check the invariants of one it builds (this suite turns the checks on).
+    indices, crow, col = coo.indices(), csr.crow_indices(), csr.col_indices()
+
+    def coo_of(v: Tensor) -> Tensor:
+        return torch.sparse_coo_tensor(
+            indices, v, coo.shape, is_coalesced=True, check_invariants=False
+        )
+
+    def csr_of(v: Tensor) -> Tensor:
+        return sparsegrad_lab.csr_tensor(crow, col, v, csr.shape)
+
+    grad, vjp = torch.func.grad, torch.func.vjp
+    return {
+        "coo-grad-B": lambda: grad(lambda B: sparse_mm(coo, B).sum())(B),
+        "csr-grad-B": lambda: grad(lambda B: sparse_mm(csr, B).sum())(B),
+        "coo-grad-values": lambda: grad(lambda v: sparse_mm(coo_of(v), B).sum())(v),
+        "csr-grad-values": lambda: grad(lambda v: sparse_mm(csr_of(v), B).sum())(v),
+        "coo-vjp-B": lambda: vjp(lambda B: sparse_mm(coo, B), B),
+        "csr-vjp-B": lambda: vjp(lambda B: sparse_mm(csr, B), B),
+        "coo-sampled-grad-X": lambda: grad(
+            lambda X: sampled_mm(coo, X, B.T).coalesce().values().sum()
+        )(torch.ones(2, 2)),
+        "csr-sampled-grad-X": lambda: grad(lambda X: sampled_mm(csr, X, B.T).values().sum())(
+            torch.ones(2, 2)
+        ),
+        "coo-sampled-vjp-Y": lambda: vjp(lambda Y: sampled_mm(coo, torch.ones(2, 2), Y), B.T),
+        "coo-closed-over-only": lambda: grad(lambda x: x * sparse_mm(coo, B).sum())(
+            torch.tensor(1.0)
+        ),
+        "coo-vmap-B": lambda: torch.vmap(lambda B: sparse_mm(coo, B))(B.expand(4, 3, 2)),
+        "coo-jacrev-values": lambda: torch.func.jacrev(lambda v: sparse_mm(coo_of(v), B))(v),
+        "csr-sparsity_pattern": lambda: grad(lambda x: x * sparsity_pattern(csr).nnz)(
+            torch.tensor(1.0)
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_transformed_calls()))
+def test_torch_func_transforms_are_refused_with_the_way_out(name: str) -> None:
+    """functorch wraps tensors without storage; torch.sparse.mm works in the same call (COO),
+    sparse_mm raised "Cannot access data pointer of Tensor that doesn't have storage"."""
+    with pytest.raises(sparsegrad_lab.InputTypeError) as info:
+        _transformed_calls()[name]()
+    message = str(info.value)
+    assert "torch.func transforms (grad, vjp, jacrev, vmap, ...) are not supported" in message
+    assert "torch.autograd.grad(loss, inputs) or loss.backward()" in message
+
+
+def test_the_same_gradients_through_torch_autograd() -> None:
+    """The way out the refusal names gives torch.sparse.mm's gradient (and torch.func does too,
+    for torch.sparse.mm: the reference)."""
+    A = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]]).to_sparse()
+    B = torch.ones(3, 2, requires_grad=True)
+    (grad_B,) = torch.autograd.grad(sparse_mm(A, B).sum(), B)
+    expected = torch.func.grad(lambda B: torch.sparse.mm(A, B).sum())(B.detach())
+    assert torch.equal(grad_B, expected)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS.get)
+@pytest.mark.parametrize(
+    "route", ["first-order", "create_graph", "kept-pattern", "only-B", "batched"]
+)
+def test_p_0_with_huge_m_guards_the_transpose_row_pointers(
+    layout: torch.layout, route: str, tiny_memory: Callable[[int], None]
+) -> None:
+    """p = 0: C and ∇B are empty, but the transpose of A has m + 1 row pointers (8 TiB
+    here). A first-order backward on a small graph never builds it (a scatter); every
+    route that does is refused before it allocates."""
+    m = 2**40
+    batched = route == "batched"
+    indices = torch.tensor([[0, 1], [5, m - 1]])
+    if batched:
+        indices = torch.cat([torch.tensor([[0, 1]]), indices])
+    shape = (2, 2, m) if batched else (2, m)
+    A = torch.sparse_coo_tensor(indices, torch.ones(2, dtype=torch.float64), shape).coalesce()
+    if layout == torch.sparse_csr and not batched:
+        A = A.to_sparse_csr()
+    kept = sparsity_pattern(A) if route == "kept-pattern" else None
+    A = A.requires_grad_(route != "only-B")
+    B = torch.zeros(*shape[:-2], m, 0, dtype=torch.float64, requires_grad=True)
+    C = sparse_mm(A, B, pattern=kept)
+    tiny_memory(2**30)
+    inputs = (B,) if route == "only-B" else (A, B)
+    if route in ("first-order", "batched"):
+        grads = torch.autograd.grad(C.sum(), inputs)
+        assert grads[-1].shape == B.shape and grads[-1].numel() == 0
+        assert kept is None
+        return
+    with pytest.raises(MemoryBudgetError, match="the transpose of A") as info:
+        torch.autograd.grad(C.sum(), inputs, create_graph=route != "kept-pattern")
+    assert info.value.needed_bytes >= (m + 1) * 8  # the transpose's row pointers

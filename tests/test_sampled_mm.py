@@ -7,6 +7,7 @@ gradients ``∇X = (P_A ⊙ G) Yᴴ`` and ``∇Y = Xᴴ (P_A ⊙ G)``; gradcheck
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import pytest
@@ -35,6 +36,7 @@ from sparsegrad_lab import (
     sparse_mm,
     sparsity_pattern,
 )
+from sparsegrad_lab.csr_from_values import DifferentiableCsr
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -125,8 +127,8 @@ def test_gradcheck_and_gradgradcheck(
 ) -> None:
     """Through the use the scores are made for: ``sparse_mm(sampled_mm(A, X, Y), W)``.
 
-    (torch's own ``values()`` of a CSR tensor has a backward that cannot be differentiated
-    again; ``sparse_mm`` reads the values through one that can.)
+    (``sparse_mm`` reads the values through :func:`~sparsegrad_lab.pattern.values_of`; the
+    documented ``S.values()`` is checked below.)
     """
     A, X, Y, _G = _problem(layout, index_dtype, batched, dtype, n=3, m=4, d=2)
     X, Y = X.requires_grad_(), Y.requires_grad_()
@@ -137,6 +139,160 @@ def test_gradcheck_and_gradgradcheck(
 
     assert torch.autograd.gradcheck(fn, (X, Y))
     assert torch.autograd.gradgradcheck(fn, (X, Y))
+
+
+@pytest.mark.parametrize("batched", RANKS)
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_gradgradcheck_through_values(
+    layout: torch.layout, index_dtype: torch.dtype, batched: bool
+) -> None:
+    """The scores read as the README and the docstring say: ``S.values()``.
+
+    torch's own ``values()`` of a CSR tensor wraps the upstream gradient in a CSR tensor
+    outside autograd; the result's ``values()`` must not (gradgradcheck failed with it).
+    """
+    A, X, Y, _G = _problem(layout, index_dtype, batched, torch.float64, n=3, m=4, d=2)
+    X, Y = X.requires_grad_(), Y.requires_grad_()
+
+    def fn(X: Tensor, Y: Tensor) -> Tensor:
+        return sampled_mm(A, X, Y).values()
+
+    assert torch.autograd.gradcheck(fn, (X, Y))
+    assert torch.autograd.gradgradcheck(fn, (X, Y))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("batched", RANKS)
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_second_derivatives_through_values_match_the_dense_reference(
+    layout: torch.layout, index_dtype: torch.dtype, batched: bool, strategy: BackwardStrategy
+) -> None:
+    """``L = Σ w_k s_k²`` of ``s = S.values()``; ``∇X``, ``∇Y`` with create_graph, then the
+    gradient of ``⟨U, ∇X⟩ + ⟨V, ∇Y⟩``: every term against the dense float64 product.
+
+    The upstream gradient of ``s`` (``2 w s``) depends on ``X`` and ``Y``: the term that
+    torch's CSR ``values()`` backward drops (it was off by about 1e4 on a larger graph).
+    """
+    A, X, Y, _G = _problem(layout, index_dtype, batched, torch.float64, seed=5)
+    mask = pattern_mask(A)
+    gen = make_generator(6)
+    w = random_dense((int(mask.sum()),), generator=gen)
+    U, V = random_dense(X.shape, generator=gen), random_dense(Y.shape, generator=gen)
+
+    def gradients(scores: Callable[[Tensor, Tensor], Tensor]) -> list[Tensor]:
+        X_, Y_ = X.clone().requires_grad_(), Y.clone().requires_grad_()
+        s = scores(X_, Y_)  # flat, in row-major order of the stored positions
+        grad_X, grad_Y = torch.autograd.grad((w * s.square()).sum(), (X_, Y_), create_graph=True)
+        second = torch.autograd.grad((U * grad_X).sum() + (V * grad_Y).sum(), (X_, Y_))
+        return [grad_X.detach(), grad_Y.detach(), *second]
+
+    got = gradients(lambda X, Y: sampled_mm(A, X, Y, backward=strategy).values().reshape(-1))
+    expected = gradients(lambda X, Y: (X @ Y)[mask])
+    for actual, reference in zip(got, expected, strict=True):
+        assert_close(actual, reference)
+
+
+def test_values_of_a_csr_result_are_differentiable_twice_and_nothing_else_changes() -> None:
+    A = torch.tensor([[0.0, 1.0], [1.0, 1.0]]).to_sparse_csr()
+    X = torch.ones(2, 2, dtype=torch.float64, requires_grad=True)
+    S = sampled_mm(A, X, torch.ones(2, 2, dtype=torch.float64))
+    assert isinstance(S, DifferentiableCsr) and S.layout == torch.sparse_csr
+    assert S.values().grad_fn is not None and S.values().shape == (3,)
+    for other in (S.detach(), S.to_dense(), S * 2):  # every other result is plain
+        assert type(other) is Tensor
+    with torch.no_grad():
+        assert type(sampled_mm(A, X, X)) is Tensor  # no gradient: a plain CSR tensor
+    buffer = io.BytesIO()
+    torch.save(S, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer)  # weights_only: admits no classes of the package
+    assert type(loaded) is Tensor and torch.equal(loaded.detach().to_dense(), S.detach().to_dense())
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["backward-outside", "backward-inside"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_cpu_bfloat16_autocast_computes_in_the_inputs_dtype(
+    layout: torch.layout, index_dtype: torch.dtype, strategy: BackwardStrategy, inside: bool
+) -> None:
+    """``"dense"`` returned bfloat16, and its backward hit torch's MKL CSR product for it."""
+    A, X, Y, G = _problem(layout, index_dtype, False, torch.float32, seed=8)
+    X, Y = X.requires_grad_(), Y.requires_grad_()
+    mask = pattern_mask(A)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        S = sampled_mm(A, X, Y, backward=strategy)
+        assert S.dtype == torch.float32
+        if inside:
+            S.values().backward(G[mask])
+    if not inside:
+        S.values().backward(G[mask])
+    X64, Y64, G64 = X.detach().double(), Y.detach().double(), G.double() * mask
+    assert_close(S, (X64 @ Y64) * mask)
+    assert X.grad is not None and Y.grad is not None
+    assert X.grad.dtype == Y.grad.dtype == torch.float32
+    assert_close(X.grad, G64 @ Y64.T)
+    assert_close(Y.grad, X64.T @ G64)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("batched", RANKS)
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_expanded_X_and_Y_give_the_dense_result(
+    layout: torch.layout, index_dtype: torch.dtype, batched: bool, strategy: BackwardStrategy
+) -> None:
+    """Stride-0 operands (``expand``) are copied, counted, and give the right numbers."""
+    A, _X, _Y, G = _problem(layout, index_dtype, batched, torch.float64, seed=10)
+    lead = A.shape[:-2]
+    gen = make_generator(11)
+    x = random_dense((*lead, 1, 3), generator=gen).requires_grad_()  # one row of X
+    y = random_dense((*lead, 3, 1), generator=gen).requires_grad_()  # one column of Y
+    X, Y = x.expand(*lead, A.shape[-2], 3), y.expand(*lead, 3, A.shape[-1])
+    S = sampled_mm(A, X, Y, backward=strategy)
+    mask = pattern_mask(A)
+    S.values().backward(G[mask].reshape(S.values().shape))
+    x64, y64, G64 = x.detach(), y.detach(), G * mask
+    assert_close(S, (x64 @ y64).expand_as(G64) * mask)
+    assert x.grad is not None and y.grad is not None
+    assert_close(x.grad, (G64 @ y64.expand(*lead, 3, A.shape[-1]).mT).sum(-2, keepdim=True))
+    assert_close(y.grad, (x64.expand(*lead, A.shape[-2], 3).mT @ G64).sum(-1, keepdim=True))
+
+
+HUGE = 2**61
+
+
+def _huge_expanded(which: str, layout: torch.layout) -> tuple[Tensor, Tensor, Tensor]:
+    """``(A, X, Y)``: a few bytes of memory, but a contiguous copy of 2⁶² elements.
+
+    ``"Y"`` is the report's case, ``Y`` of 2⁶¹ columns; ``"X"``, X and Y with d = 2⁶¹.
+    """
+    if which == "Y":
+        A = torch.sparse_coo_tensor(torch.tensor([[0, 1], [0, 5]]), torch.ones(2), (2, HUGE))
+        X, Y = torch.ones(2, 3), torch.ones(3, 1).expand(3, HUGE)
+    else:
+        A = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).to_sparse()
+        X, Y = torch.ones(1, 1).expand(2, HUGE), torch.ones(1, 1).expand(HUGE, 2)
+    return (A if layout == torch.sparse_coo else A.to_sparse_csr()), X, Y
+
+
+@pytest.mark.parametrize("layout", [torch.sparse_coo, torch.sparse_csr], ids=["coo", "csr"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("which", ["X", "Y"])
+def test_expanded_X_or_Y_of_huge_logical_size_is_refused(
+    layout: torch.layout, strategy: BackwardStrategy, which: str
+) -> None:
+    """A huge expanded operand is refused: its copy is counted before it is made.
+
+    torch failed with "Storage size calculation overflowed" (``"sddmm"``, ``"gather"``).
+    """
+    A, X, Y = _huge_expanded(which, layout)
+    with pytest.raises(MemoryBudgetError) as info:
+        sampled_mm(A, X, Y, backward=strategy)
+    message = str(info.value)
+    assert message.startswith("sampled_mm: ")
+    copied = X if which == "X" else Y
+    assert f"contiguous copy of {which} (shape {tuple(copied.shape)}, strides" in message
+    assert "copied in full" in message
+    assert info.value.needed_bytes >= 2 * HUGE * 4  # at least the copy itself
 
 
 def test_values_of_A_are_ignored_and_get_no_gradient() -> None:
@@ -227,13 +383,14 @@ def tiny_memory(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
 def test_memory_guard_refuses_values_that_cannot_fit(tiny_memory: Callable[[int], None]) -> None:
     tiny_memory(100)
     A = torch.ones(10, 10).to_sparse()  # 100 entries of 4 bytes, plus 11 row pointers
+    K = torch.ones(10, 2)  # Y = K.T: Yᴴ's rows are K's, read without a copy
     with pytest.raises(
         MemoryBudgetError,
         match="sampled_mm: the values and backward='sddmm' "
         r"temporaries for A of 1 x 10 x 10 with 100 stored entries and d=2 "
         "would need 488 B",
     ):
-        sampled_mm(A, torch.ones(10, 2), torch.ones(2, 10))
+        sampled_mm(A, torch.ones(10, 2), K.T)
 
 
 def test_memory_guard_refuses_a_backward_that_cannot_fit(

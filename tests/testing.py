@@ -286,14 +286,26 @@ def uncoalesced_coo(
 # --------------------------------------------------------------------------------------------
 
 
-def pattern_mask(A: Tensor) -> Tensor:
-    """Dense bool tensor (on CPU) of the positions ``A`` stores, whatever the values are."""
+def _dense(A: Tensor, values: Tensor | None = None) -> Tensor:
+    """``A`` (or ``values`` at ``A``'s positions) as a dense CPU tensor, duplicates summed.
+
+    Rebuilt from contiguous copies of the indices: some of torch's kernels read a strided
+    index view (``indices()`` from ``edges.t()``) as if it were contiguous, and the
+    reference must not depend on what it checks.
+    """
     A = A.detach().cpu()
     if A.layout == torch.sparse_coo:
-        ones = torch.ones(A._nnz(), dtype=torch.float64)
-        return torch.sparse_coo_tensor(A._indices(), ones, A.shape).to_dense() != 0
-    ones = torch.ones(A.values().shape, dtype=torch.float64)
-    return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), ones, A.shape).to_dense() != 0
+        values = A._values() if values is None else values
+        return torch.sparse_coo_tensor(A._indices().contiguous(), values, A.shape).to_dense()
+    crow, col = A.crow_indices().contiguous(), A.col_indices().contiguous()
+    values = A.values() if values is None else values
+    return torch.sparse_csr_tensor(crow, col, values, A.shape).to_dense()
+
+
+def pattern_mask(A: Tensor) -> Tensor:
+    """Dense bool tensor (on CPU) of the positions ``A`` stores, whatever the values are."""
+    shape = (A._nnz(),) if A.layout == torch.sparse_coo else A.values().shape
+    return _dense(A, torch.ones(shape, dtype=torch.float64)) != 0
 
 
 class Reference(NamedTuple):
@@ -311,7 +323,7 @@ def dense_reference(A: Tensor, B: Tensor, G: Tensor) -> Reference:
     the upstream gradient handed to ``C.backward(G)``.
     """
     ref = reference_dtype(B.dtype)
-    D = A.detach().cpu().to_dense().to(ref)
+    D = _dense(A).to(ref)
     B64 = B.detach().cpu().to(ref)
     G64 = G.detach().cpu().to(ref)
     grad_A = (G64 @ B64.mH) * pattern_mask(A)
