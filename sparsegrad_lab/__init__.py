@@ -12,8 +12,10 @@ torch.Size([3, 4])
 from .batching import sparse_block_diag, sparse_block_diag_split, stack_csr
 from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, SparseGradLabError
+from .layers import SparseLinear
 from .ops import sampled_mm, sparse_mm, sparsity_pattern
 from .pattern import SparsityPattern
+from .pattern_op import PatternIndices, pattern_mm, pattern_sddmm
 from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
 
 #: The package's version (also in pyproject.toml; a test checks they agree).
@@ -25,10 +27,14 @@ __all__ = [
     "InputTypeError",
     "InputValueError",
     "MemoryBudgetError",
+    "PatternIndices",
     "SparseGradLabError",
+    "SparseLinear",
     "SparsityPattern",
     "__version__",
     "csr_tensor",
+    "pattern_mm",
+    "pattern_sddmm",
     "sampled_mm",
     "sparse_block_diag",
     "sparse_block_diag_split",
