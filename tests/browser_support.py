@@ -12,9 +12,13 @@ Three pieces, used by ``tests/test_browser.py``:
   widget shows an error, that every widget renders, and that moving each slider or dropdown
   changes the widget's output.
 
-Every wait is bounded; a wait that runs out raises :class:`BrowserCheckError` naming the
-notebook, what was awaited and what the page showed at the time, so a stuck page fails the test
-instead of hanging CI.
+Every verdict is taken on an event, never after a fixed time: the page counts the shell
+messages it sends to the kernel and the kernel's "idle" status that answers each one, and a
+notebook has finished running, or a moved control has had its effect, once every message sent
+has been answered -- however fast or slow the machine. The waits for those events are bounded
+(:class:`Timeouts`, generous hang guards): a wait that runs out raises
+:class:`BrowserCheckError` naming the notebook, what was awaited and what the page showed at the
+time, so a stuck page fails the test instead of hanging CI.
 """
 
 from __future__ import annotations
@@ -81,21 +85,21 @@ class BrowserCheckError(AssertionError):
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Upper bounds, in seconds, of each wait (CI machines are slow; none of them is a sleep).
+    """Upper bounds, in seconds, of each wait for an event that must happen: hang guards only.
 
-    ``run_all`` bounds executing the whole notebook (each lesson is meant to take under two
-    minutes); ``widget_change`` bounds one control change reaching the kernel and its output
-    coming back; ``settle`` is how long an output must stay unchanged after the kernel went
-    idle before the change is declared to have had no effect.
+    None of them decides a check that passes: each wait ends as soon as its event happens, and
+    only a page or kernel that is stuck reaches a bound (CI machines are shared and slow, so the
+    bounds are generous). ``run_all`` bounds executing the whole notebook (the lessons' time
+    budget is a benchmark, ``benchmarks/lesson_times.py``, not a test); ``widget_change`` bounds
+    one control change reaching the kernel and every message it causes being answered.
     """
 
-    server_start: float = 90.0
-    page_load: float = 90.0
-    kernel_start: float = 90.0
-    run_all: float = 300.0
-    widget_render: float = 30.0
-    widget_change: float = 60.0
-    settle: float = 1.5
+    server_start: float = 120.0
+    page_load: float = 120.0
+    kernel_start: float = 120.0
+    run_all: float = 480.0
+    widget_render: float = 90.0
+    widget_change: float = 120.0
 
 
 # ------------------------------------------------------------------------------- the browser
@@ -327,6 +331,9 @@ const source = c => c.model.sharedModel.getSource();
 const pending = () => cells().map((c, i) => [c, i + 1])
     .filter(([c]) => c.model.type === 'code' && source(c).trim() && c.model.executionCount === null)
     .map(([, n]) => n);
+// Shell messages the page sent that the kernel has not yet answered with its "idle" status
+// (kept by _WATCH_KERNEL): the kernel has handled everything asked of it when this is empty.
+const unanswered = () => Array.from(window.__sglOpen ? window.__sglOpen.values() : []);
 const dialog = () => {
     const d = document.querySelector('.jp-Dialog');
     return d ? d.innerText.trim().replace(/\\s+/g, ' ').slice(0, 300) : null;
@@ -347,7 +354,7 @@ _STATE = _script("""
     if (!app) return {app: false};
     if (!panel) return {app: true, panel: false, dialog: dialog()};
     return {app: true, panel: true, ready: panel.context.isReady, status: status(),
-            pending: pending(), dialog: dialog()};
+            pending: pending(), unanswered: unanswered(), dialog: dialog()};
 """)
 
 _KERNEL_IDLE = _script("""
@@ -356,11 +363,36 @@ _KERNEL_IDLE = _script("""
               && status() === 'idle');
 """)
 
-# Count the kernel's busy periods, so a control change can be seen to have reached it.
+# Keep, from now on, every shell message the page sends (a cell to execute, a control's new
+# value, a widget's state) until the kernel's "idle" status answering it arrives: the kernel
+# publishes one after handling each request. The kernel's overall status cannot tell this: since
+# ipykernel 7, JupyterLab sends widget messages to a subshell, whose "idle" arrives while the
+# main shell may still be busy, and the reverse. Removal happens on the iopubMessage signal,
+# which JupyterLab emits only after the message's own handlers ran -- the Output widget has
+# taken in every output sent before that "idle", and a widget has already sent (and so
+# registered here) the state it sends in answer to it. So an empty list means the outputs
+# on the page are final. ``sent`` counts the messages, so a move can be seen to have sent one.
 _WATCH_KERNEL = _script("""
-    window.__sglBusy = 0;
-    kernel.statusChanged.connect((_, s) => { if (s === 'busy') window.__sglBusy += 1; });
+    window.__sglOpen = new Map();
+    window.__sglSent = 0;
+    kernel.anyMessage.connect((_, {msg, direction}) => {
+        if (direction !== 'send' || msg.channel !== 'shell') return;
+        window.__sglSent += 1;
+        window.__sglOpen.set(msg.header.msg_id, msg.header.msg_type);
+    });
+    kernel.iopubMessage.connect((_, msg) => {
+        if (msg.header.msg_type === 'status' && msg.content.execution_state === 'idle'
+                && msg.parent_header && msg.parent_header.msg_id) {
+            window.__sglOpen.delete(msg.parent_header.msg_id);
+        }
+    });
     app.shell.activateById(panel.id);
+""")
+
+# Nothing the page asked of the kernel is still unanswered.
+_ANSWERED = _script("""
+    if (dialog()) return true;
+    return unanswered().length === 0;
 """)
 
 # Not awaited: the command's promise settles only when every cell has run, and a page
@@ -373,11 +405,14 @@ _RUN_ALL = _script("""
     return {cleared, code: cells().filter(c => c.model.type === 'code' && source(c).trim()).length};
 """).replace("(arg) =>", "async (arg) =>")
 
-# Done when every non-empty code cell ran and the kernel is idle -- or when running stopped
-# early: an error output with the kernel idle (JupyterLab stops at the first error), a dialog.
+# Done when every execute request sent has been answered and every non-empty code cell ran --
+# or when running stopped early: an error output once every execute request is answered (the
+# kernel aborts the cells after an error, answering each), a dialog. Widget messages are not
+# awaited here: one that reaches a shell while a cell there awaits something is handled
+# without a status of its own (ipykernel's shell_main). Moving a control waits for them.
 _RUN_FINISHED = _script("""
     if (dialog()) return true;
-    if (status() !== 'idle') return false;
+    if (unanswered().includes('execute_request')) return false;
     if (pending().length === 0) return true;
     return cells().some(c => c.model.type === 'code'
         && c.model.outputs.toJSON().some(o => o.output_type === 'error'));
@@ -483,22 +518,18 @@ _CONTROL_VALUE = _script("""
 
 _UNIT_SIGNATURE = _script("""
     const view = document.querySelector(`[data-sgl-unit="${arg.unit}"]`);
-    window.__sglQuietSince = null;  // the settle clock starts afresh for every move
-    return {signature: view ? signature(view) : null, busy: window.__sglBusy};
+    return {signature: view ? signature(view) : null, sent: window.__sglSent};
 """)
 
-# After a control moved: 'changed' once the output differs and the kernel is idle again;
-# 'unchanged' once the kernel has been busy since, is idle, and the output has stayed the
-# same for `settle` ms (a callback that ignores its control, or never produced output).
+# After a control moved, the verdict, taken once: the move sent its new value to the kernel
+# and every message since has been answered (the callback ran, its outputs arrived, and the
+# widget state sent back in answer was handled), so the output is final. 'changed' or
+# 'unchanged' then compares it with the output before the move; no clock is involved.
 _CHANGE_SETTLED = _script("""
     const view = document.querySelector(`[data-sgl-unit="${arg.unit}"]`);
     if (dialog()) return 'dialog: ' + dialog();
-    if (status() !== 'idle') { window.__sglQuietSince = null; return false; }
-    if (signature(view) !== arg.before) return 'changed';
-    if (window.__sglBusy <= arg.busy) return false;
-    const now = Date.now();
-    if (!window.__sglQuietSince) window.__sglQuietSince = now;
-    return now - window.__sglQuietSince >= arg.settle ? 'unchanged' : false;
+    if (window.__sglSent <= arg.sent || unanswered().length) return false;
+    return signature(view) !== arg.before ? 'changed' : 'unchanged';
 """)
 
 _UNIT_PROBLEMS = _script("""
@@ -526,6 +557,10 @@ _NOTEBOOK_HEIGHT = _script("""
         - scroller.getBoundingClientRect().top;
     return Math.ceil(window.innerHeight - scroller.clientHeight + last + 40);
 """)
+
+
+# Resolves after the next two animation frames: layout work queued before it has been done.
+_TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
 
 
 @dataclass
@@ -563,10 +598,11 @@ class LabNotebook:
             return "JupyterLab had not started in the page"
         if not state.get("panel"):
             return f"the notebook was not open; dialog: {state.get('dialog')}"
-        pending = state["pending"]
+        pending, unanswered = state["pending"], state["unanswered"]
         return (
             f"kernel {state['status']}, document ready: {state['ready']}, "
             f"cells not yet run: {pending[:12]}{' ...' if len(pending) > 12 else ''}, "
+            f"messages not yet answered by the kernel: {unanswered[:12]}, "
             f"dialog: {state['dialog']}"
         )
 
@@ -618,7 +654,7 @@ class LabNotebook:
             )
         self._wait(
             _RUN_FINISHED,
-            "every code cell to run and the kernel to go idle",
+            "every code cell to run and the kernel to answer every request",
             self.timeouts.run_all,
         )
         self._fail_on_dialog("while running the cells")
@@ -673,6 +709,13 @@ class LabNotebook:
 
     def _move(self, unit: dict[str, Any], control: dict[str, Any]) -> ControlReport:
         where = f"{control['kind']} {control['label']!r} of the widget in cell {unit['cell']}"
+        # The output to compare with is the one left once the kernel has answered everything
+        # (the previous move's callback, the widgets' state sent back after running the cells).
+        self._wait(
+            _ANSWERED,
+            f"the kernel to answer every message before moving the {where}",
+            self.timeouts.widget_change,
+        )
         before = self._eval(_UNIT_SIGNATURE, unit=unit["unit"])
         value = self._eval(_CONTROL_VALUE, id=control["id"])
         element = self.page.locator(f'[data-sgl-control="{control["id"]}"]')
@@ -696,8 +739,7 @@ class LabNotebook:
             self.timeouts.widget_change,
             unit=unit["unit"],
             before=before["signature"],
-            busy=before["busy"],
-            settle=self.timeouts.settle * 1000,
+            sent=before["sent"],
         )
         if outcome != "changed":
             if outcome == "unchanged":
@@ -724,10 +766,14 @@ class LabNotebook:
         viewport = self.page.viewport_size or {"width": 1280, "height": 900}
         try:
             height = int(self._eval(_NOTEBOOK_HEIGHT))
-            self.page.set_viewport_size(
-                {"width": viewport["width"], "height": min(height, max_height)}
+            target_height = min(height, max_height)
+            self.page.set_viewport_size({"width": viewport["width"], "height": target_height})
+            # JupyterLab lays itself out again on the window's resize event, in an animation
+            # frame (Lumino's message loop): wait for the new size, then for two frames.
+            self.page.wait_for_function(
+                "h => window.innerHeight === h", arg=target_height, timeout=60_000
             )
-            self.page.wait_for_timeout(500)  # one layout pass for JupyterLab's resize handler
+            self.page.evaluate(_TWO_FRAMES)
             self.page.screenshot(path=str(target), timeout=60_000)
         finally:
             self.page.set_viewport_size(viewport)

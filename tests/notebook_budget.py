@@ -1,15 +1,20 @@
-"""Each lesson runs in under 2 minutes and 1.5 GiB: measured while nbval executes it.
+"""Each lesson stays under 1.5 GiB of memory: measured while nbval executes it.
 
 nbval runs a notebook's cells as test items in one kernel, a child process of pytest. This
-plugin (loaded by the root ``conftest.py``) starts a clock and a memory sampler when the
+plugin (loaded by the root ``conftest.py``) starts a memory sampler (and a clock) when the
 notebook's first cell is set up -- which is when nbval starts the kernel -- samples the
 resident memory of pytest's whole child process tree (the kernel and whatever it starts, such
 as a fresh-process measurement) every 50 ms, and after the notebook's last cell checks the
-lesson's budget. A lesson over budget fails its last cell with the numbers, before it fails a
-learner on Binder (2 GiB in all). So ``make test`` executes each lesson once for nbval and
-its budget instead of twice; the summary lists what every lesson took. Under pytest-xdist a
-lesson's cells all run in one worker (``--dist loadscope``), which measures them; the numbers
-reach the summary on the last cell's report.
+lesson's memory budget. A lesson over budget fails its last cell with the numbers, before it
+fails a learner on Binder (2 GiB in all). So ``make test`` executes each lesson once for nbval
+and its budget instead of twice. Under pytest-xdist a lesson's cells all run in one worker
+(``--dist loadscope``), which measures them; the numbers reach the summary on the last cell's
+report.
+
+Memory is a bound on work: the same lesson needs the same memory on a busy machine. Time is
+not, so it fails nothing here: the summary lists what each lesson took, for information, and
+the lessons' time budget is a benchmark of its own, run on a quiet machine (``make
+lesson-times``, ``benchmarks/lesson_times.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from typing import Any
 import psutil
 import pytest
 
-TIME_BUDGET_S = 120.0
 MEMORY_BUDGET_BYTES = int(1.5 * 2**30)
 # Below this, the sampler cannot have seen a kernel with torch loaded: the measurement broke.
 _LEAST_KERNEL_BYTES = 100 * 2**20
@@ -67,10 +71,11 @@ class PeakSampler:
         return self.peak
 
 
-def over_budget(name: str, elapsed_s: float, peak_bytes: int) -> str | None:
-    """Why a lesson that took ``elapsed_s`` and peaked at ``peak_bytes`` fails, or ``None``."""
-    if elapsed_s >= TIME_BUDGET_S:
-        return f"{name} took {elapsed_s:.0f} s (budget {TIME_BUDGET_S:.0f} s)"
+def over_budget(name: str, peak_bytes: int) -> str | None:
+    """Why a lesson whose processes peaked at ``peak_bytes`` fails, or ``None``.
+
+    How long it took is no reason: that depends on the machine and what else runs on it.
+    """
     if peak_bytes >= MEMORY_BUDGET_BYTES:
         return f"{name} peaked at {peak_bytes / 2**30:.2f} GiB of resident memory (budget 1.5 GiB)"
     if peak_bytes < _LEAST_KERNEL_BYTES:
@@ -117,7 +122,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         # Kept on the report, so the summary sees it under pytest-xdist too (the cells ran in
         # a worker, the summary is written by the controller).
         item.user_properties.append((_BUDGET_PROPERTY, (item.path.name, elapsed, peak)))
-        problem = over_budget(item.path.name, elapsed, peak)
+        problem = over_budget(item.path.name, peak)
         if problem is not None:
             raise AssertionError(problem)
     return result
@@ -139,6 +144,10 @@ def pytest_sessionfinish() -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _measured:
         return
-    terminalreporter.section("lessons: time and memory (kernel and its children)")
+    terminalreporter.section("lessons: memory (kernel and its children), and time taken here")
     for name, (elapsed, peak) in sorted(_measured.items()):
-        terminalreporter.write_line(f"{name}: {elapsed:.1f} s, peak {peak / 2**20:.0f} MiB")
+        terminalreporter.write_line(f"{name}: peak {peak / 2**20:.0f} MiB, {elapsed:.1f} s")
+    terminalreporter.write_line(
+        "(the time is this run's, on this machine, and judged by no test: `make lesson-times` "
+        "checks the lessons' time budget)"
+    )

@@ -183,9 +183,22 @@ def write_scratch(folder: Path, name: str, sources: list[str]) -> Path:
     return path
 
 
-SCRATCH_TIMEOUTS = Timeouts(run_all=120, widget_render=20, widget_change=30)
+# Hang guards only (every check below ends on an event): smaller than the lessons' bounds, as
+# a scratch notebook runs in seconds, yet generous for a loaded 2-core machine.
+SCRATCH_TIMEOUTS = Timeouts(run_all=180, widget_render=60, widget_change=60)
 
-IMPORTS = "import ipywidgets as w\nimport matplotlib.pyplot as plt"
+# pyplot is imported for what it switches on (the inline backend, which shows a Figure as a
+# PNG), not to draw with: the callbacks draw on a Figure pyplot does not track. JupyterLab
+# sends the widgets' state back to the kernel while a callback runs, and ipykernel 7 handles it
+# in another thread (a subshell) whose post_execute hook, matplotlib-inline's flush_figures,
+# draws and closes every figure pyplot holds -- a pyplot figure then sometimes came out blank,
+# depending on the machine's speed, and a callback that ignores its control "changed" its plot.
+IMPORTS = (
+    "import ipywidgets as w\n"
+    "import matplotlib.pyplot  # noqa: F401\n"
+    "from IPython.display import display\n"
+    "from matplotlib.figure import Figure"
+)
 
 
 def curve_widget(body: str) -> str:
@@ -193,11 +206,12 @@ def curve_widget(body: str) -> str:
     return f"""
 def curve(k):
 {body}
-    fig, ax = plt.subplots(figsize=(3, 2))
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
     ax.plot(range(10), [x**k for x in range(10)])
     ax.set_title(f"k = {{k}}")
     print(f"k = {{k}}")
-    plt.show()
+    display(fig)
 
 
 w.interactive(curve, k=w.IntSlider(value=1, min=1, max=4, description="power k"))
@@ -236,10 +250,12 @@ BROKEN: dict[str, tuple[list[str], str, Timeouts]] = {
         "ZeroDivisionError",
         SCRATCH_TIMEOUTS,
     ),
-    # A kernel that never finishes: the wait runs out and says which cells never ran.
+    # A kernel that never finishes: the wait runs out and says which cells never ran. The
+    # first cell hangs, so which cells are unfinished does not depend on the machine's speed
+    # (a cell counts as run once its reply arrives); the bound is what this case tests.
     "cell-hangs": (
-        [IMPORTS, "import time\n\ntime.sleep(600)", "print('never reached')"],
-        r"timed out after 8 s waiting for every code cell to run.*cells not yet run: \[2, 3\]",
+        ["import time\n\ntime.sleep(600)", "print('never reached')"],
+        r"timed out after 8 s waiting for every code cell to run.*cells not yet run: \[1, 2\]",
         Timeouts(run_all=8),
     ),
 }
@@ -248,27 +264,26 @@ BROKEN: dict[str, tuple[list[str], str, Timeouts]] = {
 # ------------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_lesson_runs_and_its_widgets_respond_in_jupyterlab(
     notebook: Path, browser: Browser, lab: LabServer
 ) -> None:
     before = notebook.read_bytes()
-    try:
-        run = check_in_browser(
-            browser, lab, notebook, Timeouts(), screenshot=ARTIFACTS / f"{notebook.stem}.png"
-        )
-    finally:
-        # JupyterLab must not have saved anything (autosave is off and nothing saves); if it
-        # did, put the lesson back as it was, then fail.
-        changed = notebook.read_bytes() != before
-        if changed:
-            notebook.write_bytes(before)
-    assert not changed, f"{notebook.name} was modified on disk by the browser run (restored)"
+    run = check_in_browser(
+        browser, lab, notebook, Timeouts(), screenshot=ARTIFACTS / f"{notebook.stem}.png"
+    )
+    # JupyterLab must not have saved anything (autosave is off and nothing saves). The lesson
+    # is not written back: whoever else changed it meanwhile (an editor, a re-execution) would
+    # lose that change.
+    assert notebook.read_bytes() == before, (
+        f"{notebook.name} changed on disk while the browser ran it (see `git diff "
+        f"{notebook.relative_to(REPO)}`): JupyterLab saved it, or another program wrote it"
+    )
     print(f"{notebook.name}: {run}")
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_browser_passes_a_working_widget(browser: Browser, lab: LabServer, scratch: Path) -> None:
     notebook = write_scratch(scratch, "working_widget", WORKING)
     digest = hashlib.sha256(notebook.read_bytes()).hexdigest()
@@ -278,7 +293,7 @@ def test_browser_passes_a_working_widget(browser: Browser, lab: LabServer, scrat
     assert hashlib.sha256(notebook.read_bytes()).hexdigest() == digest
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_browser_detects_a_broken_widget(
     case: str, browser: Browser, lab: LabServer, scratch: Path
