@@ -41,5 +41,9 @@ def test_time_call_runs_once_and_measures_the_call() -> None:
         calls.append(1)
         time.sleep(0.02)
 
+    # The measured time includes the sleep and lies within an outer clock's reading of the
+    # same call: no bound on how long a busy machine may take.
+    outer_start = time.perf_counter()
     seconds = time_call(slow)
-    assert calls == [1] and 0.02 <= seconds < 1.0
+    outer = time.perf_counter() - outer_start
+    assert calls == [1] and 0.02 <= seconds <= outer
