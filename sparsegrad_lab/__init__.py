@@ -16,7 +16,7 @@ from .layers import SparseLinear
 from .ops import sampled_mm, sparse_mm, sparsity_pattern
 from .pattern import SparsityPattern
 from .pattern_op import PatternIndices, pattern_mm, pattern_sddmm
-from .sddmm import BACKWARD_STRATEGIES, BackwardStrategy
+from .strategies import BACKWARD_STRATEGIES, BackwardStrategy
 
 #: The package's version (also in pyproject.toml; a test checks they agree).
 __version__ = "0.1.0"

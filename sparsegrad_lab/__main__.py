@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ._checks import _check_dtype_and_device
-from .benchmark import PLANNING_FRACTION, parse_batches, parse_sizes
+from . import benchmark, benchmark_report
+from .benchmark import parse_batches, parse_sizes
 from .errors import SparseGradLabError
 from .implementations import IMPLEMENTATIONS, REGISTRY
 from .lessons import (
@@ -22,6 +22,10 @@ from .lessons import (
     add_lessons_command,
     run_lessons_command,
 )
+from .measurement import silence_torch_sparse_notices
+from .memory_guard import PLANNING_FRACTION
+from .operand_checks import check_dtype_and_device as _check_dtype_and_device
+from .timing import measure_copy_bandwidth
 
 _PROG = "python -m sparsegrad_lab"
 
@@ -336,10 +340,6 @@ def _refuse(message: str) -> int:
 
 
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from . import benchmark, benchmark_report
-    from .measurement import silence_torch_sparse_notices
-    from .timing import measure_copy_bandwidth
-
     # Everything that can be refused is refused here, before the run: each argument alone
     # was checked by its type function; what depends on two of them or on the disk is next.
     device: torch.device = args.device

@@ -26,17 +26,18 @@ torch's own batched CSR (``(b, n, m)``) needs equal shapes *and* equal nnz per i
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._checks import _kind, check_indices, check_sparse_layout
 from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError
+from .index_checks import check_indices
+from .operand_checks import check_sparse_layout
 from .pattern import pattern_and_values
+from .scalar_checks import check_int, kind_of
 
 __all__ = ["sparse_block_diag", "sparse_block_diag_split", "stack_csr"]
 
@@ -47,7 +48,7 @@ _INT32_MAX = 2**31 - 1
 def _check_sparse(fn: str, name: str, M: Any, *, dims: tuple[int, ...]) -> Tensor:
     """Validate one sparse operand: a tensor, COO or CSR, not hybrid, of rank in ``dims``."""
     if not isinstance(M, Tensor):
-        raise InputTypeError(f"{fn}: {name} must be a sparse torch.Tensor, got {_kind(M)}")
+        raise InputTypeError(f"{fn}: {name} must be a sparse torch.Tensor, got {kind_of(M)}")
     check_sparse_layout(M, fn, name)
     if M.dense_dim() != 0:
         raise InputValueError(
@@ -288,20 +289,15 @@ def _check_shapes(fn: str, shapes: Sequence[Any], D: Tensor) -> list[tuple[int, 
     checked = []
     for t, shape in enumerate(shapes):
         try:
-            if (
-                isinstance(shape, Tensor)
-                or len(shape) != 2
-                or any(isinstance(s, bool) for s in shape)
-            ):
+            if isinstance(shape, Tensor) or len(shape) != 2:
                 raise TypeError
-            n, m = operator.index(shape[0]), operator.index(shape[1])
+            # A negative size is an InputValueError naming it; anything but an int, this:
+            n, m = (check_int(s, f"shapes[{t}]", fn, minimum=0) for s in shape)
         except TypeError:
             raise InputTypeError(
                 f"{fn}: shapes[{t}] must be a pair of ints (rows, cols), got {shape!r}; pass "
                 "the shapes as separate arguments, sparse_block_diag_split(D, *shapes)"
             ) from None
-        if n < 0 or m < 0:
-            raise InputValueError(f"{fn}: shapes[{t}] must be non-negative, got {(n, m)}")
         checked.append((n, m))
     total = (sum(n for n, _ in checked), sum(m for _, m in checked))
     if total != tuple(D.shape):
@@ -484,7 +480,7 @@ def stack_csr(matrices: Sequence[Tensor]) -> Tensor:
     if isinstance(matrices, Tensor) or not isinstance(matrices, Sequence):
         raise InputTypeError(
             f"{fn}: matrices must be a sequence (list or tuple) of 2-D CSR tensors, got "
-            f"{_kind(matrices)}"
+            f"{kind_of(matrices)}"
         )
     if not matrices:
         raise InputValueError(f"{fn}: expected at least one CSR matrix, got an empty sequence")

@@ -46,17 +46,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_indices, check_int
 from .errors import InputValueError, MemoryBudgetError
+from .footprint import sparse_storage_bytes
 from .implementations import IMPLEMENTATIONS, Case, MatMul, get_implementation, make_inputs
+from .index_checks import check_indices
 from .measurement import measure_in_fresh_process, measure_peak_bytes
-from .memory_guard import available_bytes, check_fits
+from .memory_guard import PLANNING_FRACTION, available_bytes, check_fits
 from .memory_model import output_bytes, predict_peak_bytes
-from .ops import coo_product_for
+from .routes import coo_product_for
+from .scalar_checks import check_int
 from .timing import measure_copy_bandwidth, progress_bar, time_call, time_step
 
 __all__ = [
-    "PLANNING_FRACTION",
     "SIZE_PRESETS",
     "VALIDATED",
     "Result",
@@ -100,10 +101,6 @@ SIZE_PRESETS: dict[str, list[tuple[int, int, int, int]]] = {
         (1_000, 10_000, 32, 128),
     ],
 }
-
-#: The share of :func:`~sparsegrad_lab.memory_guard.available_bytes` a case may plan to use
-#: (see the policy in :mod:`sparsegrad_lab.memory_guard`).
-PLANNING_FRACTION = 0.8
 
 #: The implementation whose results carry the cost of the index validation
 #: (``check_indices``) that ``sparse_mm`` runs on every call: the default, per call.
@@ -246,12 +243,12 @@ def floor(case: Case) -> dict[str, float]:
     >>> floor(Case(n=10, m=10, nnz=20, p=4))["flops_fwd"]
     160.0
     """
-    dtype = getattr(torch, case.dtype)
-    e = dtype.itemsize
-    i = 8 if case.layout == "coo" else getattr(torch, case.index_dtype).itemsize
+    dtype = case.torch_dtype
+    e, i = dtype.itemsize, case.torch_index_dtype.itemsize
     b = case.batch
     N, M, Z, p = b * case.n, b * case.m, b * case.nnz, case.p
-    a_bytes = Z * (e + 2 * i) if case.layout == "coo" else Z * (e + i) + (N + 1) * i
+    # A as the block-diagonal matrix it is multiplied as: N rows, two indices per COO entry.
+    a_bytes = sparse_storage_bytes(case.layout, rows=N, nnz=Z, value_bytes=e, index_bytes=i)
     fwd = a_bytes + M * p * e + N * p * e
     bwd = N * p * e + M * p * e + a_bytes + Z * e + M * p * e
     mult = 4 if dtype.is_complex else 1
@@ -312,9 +309,12 @@ class Result:
 
 
 def _input_bytes(case: Case) -> int:
-    """``A`` (COO: the larger form), ``B`` and ``G``, which the benchmark itself holds."""
-    e, b = getattr(torch, case.dtype).itemsize, case.batch
-    a = b * case.nnz * (e + 16) + b * (case.n + 1) * 8
+    """``A`` (the larger of its COO and CSR forms), ``B`` and ``G``: what the benchmark holds."""
+    e, b = case.torch_dtype.itemsize, case.batch
+    a = max(
+        sparse_storage_bytes(layout, rows=case.n, nnz=b * case.nnz, value_bytes=e, batch=b)
+        for layout in ("coo", "csr")
+    )
     return a + b * (case.m + case.n) * case.p * e
 
 
@@ -327,7 +327,8 @@ def plan(
 
     Each has the prediction, the outputs' bytes and the floor filled in; its ``status`` is
     ``"ok"`` (to run), ``"skipped"`` or ``"would_need"``. A case must fit, with its inputs
-    and the peak of its first call, into :data:`PLANNING_FRACTION` of the device's available
+    and the peak of its first call, into
+    :data:`~sparsegrad_lab.memory_guard.PLANNING_FRACTION` of the device's available
     memory, and into ``memory_limit_bytes`` when given.
 
     >>> cases = make_cases([(10, 20, 4, 1)], layouts=["csr"])

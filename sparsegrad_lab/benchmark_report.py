@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from . import __version__
 from .benchmark import SIZE_PRESETS, VALIDATED, Result, parse_sizes
 from .errors import SparseGradLabError
 from .implementations import IMPLEMENTATIONS, Case
@@ -458,8 +459,6 @@ def machine_info(device: Any = "cpu", *, bandwidth: float | None = None) -> dict
         tsgu_version: str | None = importlib.metadata.version("torchsparsegradutils")
     except importlib.metadata.PackageNotFoundError:
         tsgu_version = None
-    from . import __version__
-
     return {
         "device": dev.type,
         "device_name": name,

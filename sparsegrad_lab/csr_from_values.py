@@ -38,8 +38,9 @@ import torch
 from torch import Tensor
 
 from . import _torch_util
-from ._checks import check_not_transformed, check_sizes
 from .errors import InputTypeError, InputValueError
+from .operand_checks import check_not_transformed
+from .scalar_checks import check_sizes
 
 __all__ = [
     "CooFromValues",
@@ -50,6 +51,7 @@ __all__ = [
     "csr_from_values",
     "csr_tensor",
     "differentiable_csr",
+    "plain_csr",
 ]
 
 _torch_util.spend_csr_beta_notice()
@@ -88,7 +90,7 @@ def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...])
     ------
     InputTypeError, InputValueError
         For parts or a size that do not make a CSR tensor, and inside a ``torch.func``
-        transform (see :func:`~sparsegrad_lab._checks.check_not_transformed`).
+        transform (see :func:`~sparsegrad_lab.operand_checks.check_not_transformed`).
 
     Examples
     --------
@@ -100,7 +102,7 @@ def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...])
     size = _check_csr_parts(crow, col, values, size)
     if values.requires_grad and torch.is_grad_enabled():
         return CsrFromValues.apply(crow, col, values, size)  # type: ignore[no-any-return]
-    return _plain_csr(crow, col, values, size)
+    return plain_csr(crow, col, values, size)
 
 
 def _check_csr_parts(crow: Any, col: Any, values: Any, size: Any) -> tuple[int, ...]:
@@ -146,9 +148,15 @@ def _check_csr_parts(crow: Any, col: Any, values: Any, size: Any) -> tuple[int, 
     return size
 
 
-def _plain_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
-    # The package validates indices itself (one vectorised pass), so torch's checks are off;
-    # torch's kernels then read the index storage as contiguous: a strided view is copied.
+def plain_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
+    """A CSR tensor of parts taken from a valid ``A``, built without torch's checks.
+
+    The package validates indices itself (one vectorised pass), so torch's checks are off;
+    torch's kernels then read the index storage as contiguous: a strided view is copied.
+
+    >>> plain_csr(torch.tensor([0, 1]), torch.tensor([0]), torch.ones(1), (1, 1)).layout
+    torch.sparse_csr
+    """
     return torch.sparse_csr_tensor(
         crow.contiguous(), col.contiguous(), values, size, check_invariants=False
     )
@@ -210,7 +218,7 @@ class CsrFromValues(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(crow, col, values)
         ctx.size = size
-        A = _plain_csr(crow, col, values, size)
+        A = plain_csr(crow, col, values, size)
         return Tensor._make_subclass(DifferentiableCsr, A) if twice else A
 
     @staticmethod
@@ -286,7 +294,7 @@ def csr_from_values(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, 
     """
     if values.requires_grad and torch.is_grad_enabled():
         return CsrFromValues.apply(crow, col, values, size)  # type: ignore[no-any-return]
-    return _plain_csr(crow, col, values, size)
+    return plain_csr(crow, col, values, size)
 
 
 def coo_from_values(indices: Tensor, values: Tensor, size: tuple[int, ...]) -> Tensor:
@@ -314,7 +322,7 @@ def differentiable_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[in
     """
     if values.requires_grad and torch.is_grad_enabled():
         return CsrFromValues.apply(crow, col, values, size, True)  # type: ignore[no-any-return]
-    return _plain_csr(crow, col, values, size)
+    return plain_csr(crow, col, values, size)
 
 
 def _csr_values_at(grad: Tensor, crow: Tensor, col: Tensor, size: tuple[int, ...]) -> Tensor:

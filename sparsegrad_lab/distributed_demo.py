@@ -47,9 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_int, check_real
 from .errors import InputTypeError, InputValueError
 from .ops import sparse_mm
+from .scalar_checks import check_int, check_real
 
 __all__ = ["EdgeWeightProblem", "EdgeWeights", "train_distributed", "train_single"]
 

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_real, parse_layout
 from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError, format_bytes
+from .footprint import sparse_storage_bytes
 from .memory_guard import check_fits
+from .scalar_checks import check_int, check_real, layout_name, parse_layout
 
 if TYPE_CHECKING:
     import networkx
@@ -68,7 +69,6 @@ LayoutLike = torch.layout | Literal["coo", "csr"]
 #: How stored values are drawn: standard normal, or all ones.
 ValueKind = Literal["normal", "ones"]
 
-_INDEX_BYTES = 8  # torch builds sparse indices as int64
 # Above this many positions a product n * m no longer fits comfortably in int64 arithmetic.
 _MAX_POSITIONS = 2**62
 # Rounds of endpoint sampling before power_law_graph gives up on reaching the edge count.
@@ -103,10 +103,10 @@ def _check_values(func: str, values: Any) -> ValueKind:
 
 
 def _predicted_bytes(nnz: int, n_rows: int, layout: torch.layout, dtype: torch.dtype) -> int:
-    value_bytes = dtype.itemsize
-    if layout == torch.sparse_coo:
-        return nnz * (2 * _INDEX_BYTES + value_bytes)
-    return (n_rows + 1) * _INDEX_BYTES + nnz * (_INDEX_BYTES + value_bytes)
+    # torch builds sparse indices as int64 (the default index_bytes)
+    return sparse_storage_bytes(
+        layout_name(layout), rows=n_rows, nnz=nnz, value_bytes=dtype.itemsize
+    )
 
 
 def _guard(

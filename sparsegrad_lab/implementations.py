@@ -28,14 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import csr_tensor
-from ._checks import check_int, dtype_from, layout_name, parse_layout
 from .batching import stack_csr
+from .csr_from_values import csr_tensor
 from .errors import InputTypeError, InputValueError
 from .example_matrices import uniform_random
-from .memory_model import Model, sparse_mm_stages
+from .footprint import Dims, Stages, sparse_mm_stages
 from .ops import sparse_mm, sparsity_pattern
 from .pattern import SparsityPattern
+from .scalar_checks import check_int, dtype_from, layout_name, parse_layout
 from .third_party import torch_coo_stages, torch_csr_stages, tsgu_matmul, tsgu_stages
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "Case",
     "Implementation",
     "MatMul",
+    "Model",
     "as_case",
     "describe_case",
     "get_implementation",
@@ -52,6 +53,9 @@ __all__ = [
 
 #: An implementation's product: ``C = f(A, B)`` for sparse ``A`` and dense ``B``.
 MatMul = Callable[[Tensor, Tensor], Tensor]
+
+#: An implementation's memory model: the stages of one call (:mod:`sparsegrad_lab.footprint`).
+Model = Callable[[Dims], Stages]
 
 
 # ---------------------------------------------------------------------------- the case
@@ -106,6 +110,47 @@ class Case:
         object.__setattr__(self, "dtype", str(dtype).removeprefix("torch."))
         object.__setattr__(self, "index_dtype", str(index_dtype).removeprefix("torch."))
         object.__setattr__(self, "device", str(torch.device(self.device)))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The dtype of the values, as a ``torch.dtype``.
+
+        >>> Case(n=2, m=2, nnz=1, p=1, dtype="complex64").torch_dtype
+        torch.complex64
+        """
+        dtype: torch.dtype = getattr(torch, self.dtype)
+        return dtype
+
+    @property
+    def torch_index_dtype(self) -> torch.dtype:
+        """The dtype of ``A``'s indices: ``index_dtype`` for CSR, int64 for COO (torch's).
+
+        >>> Case(n=2, m=2, nnz=1, p=1, layout="coo", index_dtype="int32").torch_index_dtype
+        torch.int64
+        """
+        if self.layout == "coo":
+            return torch.int64
+        dtype: torch.dtype = getattr(torch, self.index_dtype)
+        return dtype
+
+    def dims(self) -> Dims:
+        """The sizes a memory model reads (:class:`~sparsegrad_lab.footprint.Dims`).
+
+        >>> Case(n=10, m=20, nnz=30, p=4, batch=2).dims().Z
+        60
+        """
+        return Dims(
+            b=self.batch,
+            n=self.n,
+            m=self.m,
+            Z=self.batch * self.nnz,
+            p=self.p,
+            dtype=self.torch_dtype,
+            idx=self.torch_index_dtype.itemsize,
+            layout=self.layout,
+            cpu=torch.device(self.device).type == "cpu",
+            batched=self.batch > 1,  # make_inputs builds a 2-D A for a batch of one
+        )
 
     def label(self) -> str:
         """Short human-readable name (the benchmark's tables and headlines)."""
@@ -168,13 +213,13 @@ def make_inputs(case: Case) -> tuple[Tensor, Tensor, Tensor]:
     >>> A.layout, A._nnz(), tuple(B.shape), tuple(G.shape)
     (torch.sparse_coo, 6, (5, 2), (4, 2))
     """
-    dtype, b, layout = getattr(torch, case.dtype), case.batch, parse_layout(case.layout)
+    dtype, b, layout = case.torch_dtype, case.batch, parse_layout(case.layout)
     items = [
         uniform_random(case.n, case.m, nnz=case.nnz, seed=case.seed + t, dtype=dtype, layout=layout)
         for t in range(b)
     ]
     if case.layout == "csr":
-        index_dtype = getattr(torch, case.index_dtype)
+        index_dtype = case.torch_index_dtype
         items = [
             csr_tensor(
                 M.crow_indices().to(index_dtype),

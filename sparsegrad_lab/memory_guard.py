@@ -12,14 +12,18 @@ Every part of the package that could exhaust memory follows the same two rules.
    torch's caching allocator holds unused. ``sparse_mm`` and the test-matrix generators
    ask only this question; the memory is read once per call, and not at all for an
    operation needing less than :data:`NEGLIGIBLE_BYTES` (the read costs more than such an
-   operation). The benchmark asks it too, with a safety margin: a case's predicted peak
-   plus its inputs must fit in 80 % (``benchmark.PLANNING_FRACTION``) of what is available,
-   read once per device and run, because on CPU a child process then builds a second copy
-   of the inputs beside a second torch (about 250 MiB) to measure the peak afresh.
+   operation). ``sparse_mm``'s prediction is the peak of its stages
+   (:func:`~sparsegrad_lab.footprint.sparse_mm_footprint`), the number the lab's model
+   gives for the same case; its backward checks again what it allocates then
+   (:func:`check_backward_fits`), since memory may have been taken in between. The
+   benchmark asks it too, with a safety margin: a case's predicted peak plus its inputs
+   must fit in :data:`PLANNING_FRACTION` of what is available, read once per device and
+   run, because on CPU a child process then builds a second copy of the inputs beside a
+   second torch (about 250 MiB) to measure the peak afresh.
 2. **Does it fit the budget?** Interactive callers (the lessons' sweeps and widgets) set a
    *budget* as well, :data:`LAB_BUDGET_BYTES` unless told otherwise, so that one slider
    dragged to its end cannot take a 2 GiB Binder kernel down; the limit is then the
-   smaller of the budget and what is available.
+   smaller of the budget and what is available (:func:`limit_bytes`).
 
 A refusal is a :class:`~sparsegrad_lab.errors.MemoryBudgetError` that names the
 computation, what it would need, the limit it was checked against and what to do instead.
@@ -37,16 +41,36 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 import torch
+from torch import Tensor
 
 from .errors import MemoryBudgetError, format_bytes
+from .footprint import (
+    gathered_rows_bytes,
+    grad_B_bytes,
+    row_pointers_bytes,
+    sampled_mm_footprint,
+    sparse_mm_footprint,
+    transpose_bytes,
+)
+from .pattern import SparsityPattern
+from .routes import BackwardRoute
+from .sddmm import copy_bytes
+from .strategies import BackwardStrategy
 
 __all__ = [
     "LAB_BUDGET_BYTES",
     "NEGLIGIBLE_BYTES",
+    "PLANNING_FRACTION",
     "GuardedResult",
     "available_bytes",
+    "check_backward_fits",
+    "check_copy_fits",
     "check_fits",
+    "check_row_pointers_fit",
+    "check_sampled_mm_fits",
+    "check_sparse_mm_fits",
     "guarded",
+    "limit_bytes",
     "proc_field_kib",
 ]
 
@@ -65,6 +89,10 @@ LAB_BUDGET_BYTES = 512 * 2**20
 #: product on a lesson-sized graph, and a process that cannot find 1 MiB more is past
 #: saving by a polite refusal anyway.
 NEGLIGIBLE_BYTES = 2**20
+
+#: The share of :func:`available_bytes` a benchmark case may plan to use, with its inputs
+#: and its first call (rule 1 above: the margin for the fresh process that measures it).
+PLANNING_FRACTION = 0.8
 
 # cgroup v1 reports "no limit" as a huge number near 2**63 rather than a word.
 _NO_LIMIT = 2**60
@@ -262,10 +290,11 @@ extra memory, above the budget of 512.00 MiB; refused before running: shrink the
     """
     if available is None:
         available = available_bytes(device)
-    if budget is not None and budget <= available:
-        limit, against = budget, "the budget of"
+    limit = limit_bytes(budget, device, available)
+    if limit == budget:
+        against = "the budget of"
     else:
-        limit, against = available, f"what is available on {torch.device(device)},"
+        against = f"what is available on {torch.device(device)},"
     if needed_bytes > limit:
         raise MemoryBudgetError(
             f"{what} would need {format_bytes(needed_bytes)} of extra memory, above "
@@ -273,6 +302,23 @@ extra memory, above the budget of 512.00 MiB; refused before running: shrink the
             needed_bytes=int(needed_bytes),
             budget_bytes=int(limit),
         )
+
+
+def limit_bytes(
+    budget: int | None = None, device: Any = "cpu", available: int | None = None
+) -> int:
+    """The limit :func:`check_fits` applies: the smaller of ``budget`` and what is available.
+
+    ``available`` is what :func:`available_bytes` returned, when the caller already read it;
+    ``budget=None`` is no budget. A caller that previews whether cases would be refused
+    (the memory explorer) compares them with this, once read, as the guard would.
+
+    >>> limit_bytes(2**20, available=2**30), limit_bytes(None, available=2**30)
+    (1048576, 1073741824)
+    """
+    if available is None:
+        available = available_bytes(device)
+    return available if budget is None else min(budget, available)
 
 
 T = TypeVar("T")
@@ -327,9 +373,176 @@ def guarded(
     42
     """
     available = available_bytes(device)
-    limit = available if budget is None else min(budget, available)
+    limit = limit_bytes(budget, device, available)
     try:
         check_fits(predicted_bytes, what=what, budget=budget, device=device, available=available)
     except MemoryBudgetError as refusal:
         return GuardedResult("refused", None, int(predicted_bytes), int(limit), str(refusal))
     return GuardedResult("ran", fn(), int(predicted_bytes), int(limit))
+
+
+# -------------------------------------------------------------- the operations' own checks
+
+
+def check_sparse_mm_fits(
+    A: Tensor,
+    B: Tensor,
+    strategy: BackwardStrategy,
+    *,
+    kept: SparsityPattern | None,
+    by_coo: bool,
+) -> None:
+    """Refuse ``sparse_mm(A, B)`` before it allocates if its predicted peak does not fit.
+
+    The prediction is :func:`~sparsegrad_lab.footprint.sparse_mm_footprint`: the forward
+    and, when ``A`` needs a gradient, the first-order backward -- the model's peak for the
+    same case. ``A`` is checked (coalesced, if COO); ``kept`` is the ``pattern=`` argument,
+    ``by_coo`` the forward's route (:func:`~sparsegrad_lab.routes.coo_product_for`). The
+    message names the stage at the peak and what to change.
+
+    >>> check_sparse_mm_fits(torch.eye(3).to_sparse(), torch.ones(3, 2), "sddmm", kept=None,
+    ...                      by_coo=True)  # a few bytes: not even checked
+    """
+    footprint = sparse_mm_footprint(A, B, strategy, kept=kept, by_coo=by_coo)
+    if footprint.peak_bytes <= NEGLIGIBLE_BYTES:
+        return
+    b, n, m = A.shape if A.dim() == 3 else (1, *A.shape)
+    p = B.shape[-1]
+    if footprint.stage == "forward spmm":
+        copied = "contiguous copy of B" in footprint.terms
+        what = f"sparse_mm: the result C of {b * n} x {p} (and A's pattern)" + (
+            f", and a contiguous copy of B (shape {tuple(B.shape)}, strides {B.stride()})"
+            if copied
+            else ""
+        )
+        advice = "use fewer rows or columns, or split B's columns" + (
+            "; pass B as a contiguous tensor of the size it has" if copied else ""
+        )
+    else:
+        nnz = A._nnz() if A.layout == torch.sparse_coo else A.col_indices().numel()
+        what = (
+            f"sparse_mm: backward={strategy!r} for A of {b} x {n} x {m} with {nnz} stored "
+            f"entries and p={p} (its peak: {footprint.stage})"
+        )
+        advice = (
+            "use backward='sddmm', whose working set stays bounded"
+            if strategy != "sddmm"
+            else "use fewer rows or columns, or split B's columns"
+        )
+    check_fits(footprint.peak_bytes, what=what, device=A.device, advice=advice)
+
+
+def check_sampled_mm_fits(
+    A: Tensor, X: Tensor, Y: Tensor, strategy: BackwardStrategy, *, kept: bool
+) -> None:
+    """Refuse ``sampled_mm(A, X, Y)`` before it allocates if its values or backward cannot fit.
+
+    Two checks against one read of the available memory: the values with the sampled
+    product's temporaries, and (when ``X`` or ``Y`` needs a gradient) the backward
+    (:func:`~sparsegrad_lab.footprint.sampled_mm_footprint`).
+
+    >>> check_sampled_mm_fits(torch.eye(3).to_sparse(), torch.ones(3, 2), torch.ones(2, 3),
+    ...                       "sddmm", kept=False)  # a few bytes: not even checked
+    """
+    values, backward = sampled_mm_footprint(A, X, Y, strategy, kept=kept)
+    if values.peak_bytes + backward.peak_bytes <= NEGLIGIBLE_BYTES:
+        return
+    available = available_bytes(A.device)
+    b, n, m = A.shape if A.dim() == 3 else (1, *A.shape)
+    nnz = A._nnz() if A.layout == torch.sparse_coo else A.col_indices().numel()
+    shape = f"A of {b} x {n} x {m} with {nnz} stored entries and d={X.shape[-1]}"
+    copies = [  # named by the argument, though the kernels read Yᴴ
+        f"{name} (shape {tuple(M.shape)}, strides {M.stride()})"
+        for name, M, read in (("X", X, "X"), ("Y", Y, "Yᴴ"))
+        if f"contiguous copy of {read}" in values.terms
+    ]
+    check_fits(
+        values.peak_bytes,
+        what=f"sampled_mm: the values and backward={strategy!r} temporaries for {shape}"
+        + (f", with a contiguous copy of {' and '.join(copies)}" if copies else ""),
+        device=A.device,
+        available=available,
+        advice="use backward='sddmm', whose working set stays bounded, or a smaller d"
+        + (
+            "; the kernels read X and Yᴴ row by row, so a strided or expanded X, or a Y "
+            "that is not K.T of a contiguous K, is copied in full"
+            if copies
+            else ""
+        ),
+    )
+    check_fits(
+        backward.peak_bytes,
+        what=f"sampled_mm: the backward (∇X, ∇Y and the transpose of A) for {shape}",
+        device=A.device,
+        available=available,
+        advice="use a smaller d, or fewer rows and columns",
+    )
+
+
+def check_backward_fits(
+    pattern: SparsityPattern, X: Tensor, route: BackwardRoute, copied: int = 0
+) -> None:
+    """In a backward, check what computing ``∇B = Aᴴ X`` by ``route`` allocates now.
+
+    The backward runs later than the forward's check, so what is available is read once
+    more: the route's temporaries (:mod:`sparsegrad_lab.footprint`'s terms: the transpose
+    unless built already, the scattered terms, or the rows gathered for both gradients),
+    ``copied`` bytes of a copy the caller made of ``X`` since the last check, and the
+    ``M x p`` result.
+    """
+    Z, p, elem = pattern.nnz, X.shape[-1], X.element_size()
+    if route == "transpose":
+        extra, what = transpose_bytes(pattern), "the transpose of A"
+    elif route == "scatter":
+        extra, what = gathered_rows_bytes(Z, p, elem), "the scattered terms"
+    else:
+        extra, what = 2 * gathered_rows_bytes(Z, p, elem), "gathered rows"
+    needed = copied + extra + grad_B_bytes(pattern.shape[1], p, elem)
+    if needed > NEGLIGIBLE_BYTES:
+        n, m = pattern.block_shape
+        check_fits(
+            needed,
+            what=f"the backward's {what} and ∇B = Aᴴ G for A of {pattern.batch} x {n} x {m} "
+            f"with {Z} stored entries and p={p}",
+            device=pattern.device,
+            advice="free memory before calling backward, or use fewer columns of B",
+        )
+
+
+def check_copy_fits(X: Tensor, name: str, pattern: SparsityPattern, advice: str = "") -> None:
+    """In a backward, check that the copy a kernel makes of a strided ``X`` fits.
+
+    No read of the available memory at all when the copy is negligible (a contiguous
+    ``X``: none).
+    """
+    needed = copy_bytes(X)
+    if needed > NEGLIGIBLE_BYTES:
+        n, m = pattern.block_shape
+        check_fits(
+            needed,
+            what=f"the backward's contiguous copy of {name} (shape {tuple(X.shape)}, strides "
+            f"{X.stride()}) for A of {pattern.batch} x {n} x {m}",
+            device=pattern.device,
+            advice=advice
+            or f"pass {name} as a contiguous tensor of the size it has, not an expanded or "
+            "strided view of a larger one",
+        )
+
+
+def check_row_pointers_fit(pattern: SparsityPattern) -> None:
+    """In a backward, check the row pointers a pattern is about to build on first use.
+
+    A small COO graph's forward is torch's COO product, which needs none; torch's sampled
+    kernel and a double backward's products do, and build them then.
+    """
+    if pattern.has_row_pointers():
+        return
+    needed = row_pointers_bytes(pattern.shape[0], pattern.col.element_size())
+    if needed > NEGLIGIBLE_BYTES:
+        n, m = pattern.block_shape
+        check_fits(
+            needed,
+            what=f"the backward's row pointers of A ({pattern.batch} x {n} x {m})",
+            device=pattern.device,
+            advice="use fewer rows",
+        )

@@ -10,12 +10,13 @@ import math
 import os
 import random
 
+import numpy
 import torch
 
 # The package's own version, not the installed distribution's metadata: a lesson run from a
 # plain checkout (no pip install, the package found on the path) has no metadata to read.
 from . import __version__
-from ._checks import check_int
+from .scalar_checks import check_int
 
 __all__ = ["BINDER_REPO", "COLAB_BRANCH", "LOCKED_TORCH", "binder_url", "colab_url", "setup"]
 
@@ -94,12 +95,7 @@ def setup(seed: int = 0) -> str:
     random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(min(torch.get_num_threads(), _cpu_quota()))
-    try:
-        import numpy
-
-        numpy.random.seed(seed)
-    except ImportError:
-        pass
+    numpy.random.seed(seed)
     torch.sparse.check_sparse_tensor_invariants.disable()
     try:
         from .plots import use_lesson_style

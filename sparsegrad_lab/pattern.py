@@ -37,10 +37,14 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from .csr_from_values import CsrFromValues, CsrValues, _plain_csr
+from .csr_from_values import CsrFromValues, CsrValues, plain_csr
+from .errors import InputTypeError, InputValueError
 
 __all__ = [
+    "PatternSource",
     "SparsityPattern",
+    "TransposedPattern",
+    "check_kept_pattern",
     "coalesced",
     "contiguous_indices",
     "differentiable_gradient",
@@ -98,9 +102,10 @@ class SparsityPattern:
         Row pointers ``(N + 1,)`` and row of each entry ``(nnz,)``, same index dtype as
         ``col``: at least one of them. Each derives the other on first use (:attr:`crow`,
         :attr:`row`).
-    _source : _Source, optional
+    _source : PatternSource, optional
         The layout, shape and index tensors of the ``A`` it was built from, so that a kept
-        pattern can be checked against a later ``A`` (:func:`pattern_mismatch`).
+        pattern can be checked against a later ``A`` (:func:`pattern_mismatch`); read it as
+        :attr:`source`.
 
     Notes
     -----
@@ -114,8 +119,8 @@ class SparsityPattern:
     >>> pattern, values = pattern_and_values(A)
     >>> pattern.shape, pattern.nnz, values.tolist()
     ((2, 2), 2, [2.0, 3.0])
-    >>> pattern.transpose.pattern.col.tolist()
-    [1, 0]
+    >>> pattern.has_transpose(), pattern.transpose.pattern.col.tolist(), pattern.has_transpose()
+    (False, [1, 0], True)
     """
 
     col: Tensor
@@ -126,7 +131,7 @@ class SparsityPattern:
     # compresses them on first use (a small COO graph's product and backward never do).
     _crow: Tensor | None = field(default=None, repr=False)
     _row: Tensor | None = field(default=None, repr=False)
-    _source: _Source | None = field(default=None, repr=False)
+    _source: PatternSource | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("col", "_crow", "_row"):
@@ -155,6 +160,32 @@ class SparsityPattern:
         return torch.repeat_interleave(self.crow.diff(), output_size=self.nnz)
 
     @property
+    def source(self) -> PatternSource | None:
+        """What a kept pattern was built from (:func:`kept_pattern`); ``None`` for any other.
+
+        A pattern with a source serves every call whose ``A`` has exactly those indices, so
+        it is worth sorting once for all of them (its :attr:`transpose`).
+        """
+        return self._source
+
+    def has_row_pointers(self) -> bool:
+        """Whether :attr:`crow` is there without being built (a COO pattern builds it lazily).
+
+        >>> A = torch.eye(2).to_sparse()
+        >>> pattern_of(A).has_row_pointers(), pattern_of(A.to_sparse_csr()).has_row_pointers()
+        (False, True)
+        """
+        return self._crow is not None or "crow" in self.__dict__  # cached_property's slot
+
+    def has_transpose(self) -> bool:
+        """Whether :attr:`transpose` has been built (it then costs nothing more).
+
+        >>> pattern_of(torch.eye(2).to_sparse_csr()).has_transpose()
+        False
+        """
+        return "transpose" in self.__dict__  # cached_property's slot
+
+    @property
     def shape(self) -> tuple[int, int]:
         """``(N, M) = (b n, b m)``, the shape of the block-diagonal matrix."""
         n, m = self.block_shape
@@ -174,9 +205,9 @@ class SparsityPattern:
         """The 2-D CSR tensor with this pattern and ``values`` (the indices are not copied).
 
         Not tracked by autograd in ``values``: the autograd functions of
-        :mod:`sparsegrad_lab.ops` differentiate through it themselves.
+        :mod:`sparsegrad_lab.autograd` differentiate through it themselves.
         """
-        return _plain_csr(self.crow, self.col, values, self.shape)
+        return plain_csr(self.crow, self.col, values, self.shape)
 
     @cached_property
     def transpose(self) -> TransposedPattern:
@@ -202,7 +233,7 @@ class SparsityPattern:
 
 
 @dataclass(frozen=True, eq=False)
-class _Source:
+class PatternSource:
     """What a kept pattern was built from: ``A``'s layout, shape and a copy of its indices.
 
     COO: the coalesced ``indices()``; CSR: ``crow_indices()`` and ``col_indices()``. For
@@ -268,7 +299,7 @@ def contiguous_indices(A: Tensor) -> Tensor:
             is_coalesced=A.is_coalesced(),
             check_invariants=False,
         )
-    return _plain_csr(A.crow_indices(), A.col_indices(), A.values(), tuple(A.shape))
+    return plain_csr(A.crow_indices(), A.col_indices(), A.values(), tuple(A.shape))
 
 
 _INDEX_NAMES = {
@@ -293,7 +324,7 @@ def pattern_mismatch(pattern: SparsityPattern, A: Tensor) -> str | None:
     >>> pattern_mismatch(pattern, torch.eye(3).flip(0).to_sparse_csr())
     'its col_indices() differ from those the pattern was built from'
     """
-    source = pattern._source
+    source = pattern.source
     if source is None:
         return "it was not built by sparsity_pattern(A) (only such a pattern can be kept)"
     if A.layout != source.layout:
@@ -315,6 +346,31 @@ def pattern_mismatch(pattern: SparsityPattern, A: Tensor) -> str | None:
         if not torch.equal(index, kept):
             return f"its {name} differ from those the pattern was built from"
     return None
+
+
+def check_kept_pattern(pattern: object, A: Tensor, where: str) -> None:
+    """Refuse a ``pattern=`` that is not a kept pattern of ``A`` (coalesced already, if COO).
+
+    ``where`` names the caller in the message.
+
+    >>> check_kept_pattern(pattern_of(torch.eye(2).to_sparse()), torch.eye(2).to_sparse(), "f")
+    Traceback (most recent call last):
+    ...
+    sparsegrad_lab.errors.InputValueError: f: pattern does not belong to A: it was not built \
+by sparsity_pattern(A) (only such a pattern can be kept); build it from this A with \
+sparsity_pattern(A), or pass pattern=None
+    """
+    if not isinstance(pattern, SparsityPattern):
+        raise InputTypeError(
+            f"{where}: pattern must be a SparsityPattern from sparsity_pattern(A) or None, "
+            f"got an object of type {type(pattern).__name__}"
+        )
+    reason = pattern_mismatch(pattern, A)
+    if reason is not None:
+        raise InputValueError(
+            f"{where}: pattern does not belong to A: {reason}; build it from this A with "
+            "sparsity_pattern(A), or pass pattern=None"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -439,11 +495,11 @@ def kept_pattern(A: Tensor) -> SparsityPattern:
             own[0], A.values(), A.shape, is_coalesced=True, check_invariants=False
         )
     else:
-        A = _plain_csr(own[0], own[1], A.values(), tuple(A.shape))
-    return _pattern(A, _Source(A.layout, tuple(A.shape), own))
+        A = plain_csr(own[0], own[1], A.values(), tuple(A.shape))
+    return _pattern(A, PatternSource(A.layout, tuple(A.shape), own))
 
 
-def _pattern(A: Tensor, source: _Source | None) -> SparsityPattern:
+def _pattern(A: Tensor, source: PatternSource | None) -> SparsityPattern:
     batched = A.dim() == 3
     b, n, m = A.shape if batched else (1, *A.shape)
     if A.layout == torch.sparse_coo:

@@ -57,9 +57,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_indices, check_int, check_sparse_matrix
 from .errors import InputTypeError, InputValueError
+from .index_checks import check_indices
+from .operand_checks import check_sparse_matrix
 from .pattern import SparsityPattern, coalesced, pattern_of
+from .scalar_checks import check_int
 from .sddmm import sampled_product
 
 __all__ = [
@@ -468,7 +470,7 @@ class PatternIndices:
     def from_sparse(cls, A: Tensor, where: str = "PatternIndices.from_sparse") -> PatternIndices:
         """The indices of a sparse COO or CSR ``A``, ``(n, m)`` or ``(b, n, m)``, checked once.
 
-        Every index is validated (:func:`sparsegrad_lab._checks.check_indices`); an
+        Every index is validated (:func:`sparsegrad_lab.index_checks.check_indices`); an
         uncoalesced COO ``A`` is coalesced (duplicates become one entry). ``A``'s values
         are not read; in this pattern's order they are ``A.coalesce().values()`` (COO) or
         ``A.values().reshape(-1)`` (CSR).

@@ -33,11 +33,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from ._checks import check_int, check_real
 from .errors import InputTypeError, InputValueError
 from .implementations import IMPLEMENTATIONS
 from .memory_model import storage_bytes
-from .pattern import SparsityPattern, pattern_and_values
+from .ops import sparsity_pattern
+from .pattern import SparsityPattern
+from .scalar_checks import check_int, check_real
 
 if TYPE_CHECKING:
     from .benchmark import Result
@@ -120,7 +121,12 @@ def _entries(func: str, A: Any) -> tuple[SparsityPattern, Tensor]:
         raise InputTypeError(f"{func}: A must be strided, sparse COO or sparse CSR, got {A.layout}")
     if A.dense_dim() != 0:
         raise InputValueError(f"{func}: A must have scalar values, got dense_dim={A.dense_dim()}")
-    return pattern_and_values(A)
+    # The public pattern (its indices checked); the values of a coalesced COO or a CSR A
+    # come in the same order as the pattern's entries.
+    pattern = sparsity_pattern(A)
+    if A.layout == torch.sparse_coo:
+        A = A.coalesce()
+    return pattern, A.values().reshape(-1)
 
 
 def _as_coo(A: Tensor) -> Tensor:

@@ -30,27 +30,19 @@ is needed. Three ways to get the same ``s`` -- the spine of the lessons:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
-
 import torch
 from torch import Tensor
 
 from ._torch_util import element_size
-
-if TYPE_CHECKING:  # annotations only: pattern -> csr_from_values -> _checks imports this module
-    from .pattern import SparsityPattern
+from .pattern import SparsityPattern
+from .strategies import BackwardStrategy
 
 __all__ = [
-    "BACKWARD_STRATEGIES",
     "CHUNK_BYTES",
-    "BackwardStrategy",
     "copy_bytes",
     "sampled_product",
     "sampled_product_workspace_bytes",
 ]
-
-BackwardStrategy = Literal["sddmm", "gather", "dense"]
-BACKWARD_STRATEGIES: tuple[BackwardStrategy, ...] = get_args(BackwardStrategy)
 
 #: Bound on the temporaries of one chunk of the chunked sampled product, in bytes.
 CHUNK_BYTES = 4 * 2**20
@@ -80,7 +72,7 @@ def sampled_product(
     Tensor
         ``(nnz,)`` with :math:`s_k = \\sum_l G_{r_k l} \\overline{B_{c_k l}}`, in the dtype
         of ``G`` and ``B`` also under autocast. Not tracked by autograd:
-        :class:`sparsegrad_lab.ops.SampledProduct` is the differentiable form.
+        :class:`sparsegrad_lab.autograd.SampledProduct` is the differentiable form.
 
     A ``G`` or ``B`` that is not contiguous (an expanded view, say) is copied first
     (:func:`copy_bytes`): callers count that copy in their memory check.

@@ -36,12 +36,12 @@ from typing import Any, Literal
 
 import torch
 
-from ._checks import check_int
 from .errors import InputValueError
 from .implementations import Case, get_implementation, make_inputs
 from .measurement import measure_peak_bytes
 from .memory_guard import LAB_BUDGET_BYTES, guarded
 from .memory_model import predict_peak_bytes
+from .scalar_checks import check_int
 from .timing import progress_bar, time_case
 
 __all__ = ["DEFAULT_BASE", "PARAMETERS", "SweepResult", "sweep"]

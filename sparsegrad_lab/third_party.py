@@ -3,7 +3,7 @@ r"""The implementations the benchmark compares ``sparse_mm`` with, and their mem
 ``torch.sparse.mm`` with autograd on a COO or a CSR ``A`` (2-D only), and
 ``torchsparsegradutils.sparse_mm`` 0.2.7, an optional dependency imported only when run.
 Each model lists the stages of one forward + backward as torch 2.13's CPU kernels allocate
-them (see :mod:`sparsegrad_lab.memory_model` for the notation); the lessons and the
+them (see :mod:`sparsegrad_lab.footprint` for the notation); the lessons and the
 benchmark read them through :func:`~sparsegrad_lab.memory_model.predict_peak_bytes`.
 
 >>> from sparsegrad_lab.memory_model import predict_peak_bytes
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from .memory_model import Dims, MemoryBreakdown, Stages, cpu_only, spmm_temporaries
+from .footprint import Dims, MemoryBreakdown, Stages, cpu_only, spmm_temporaries
 
 __all__ = ["torch_coo_stages", "torch_csr_stages", "tsgu_matmul", "tsgu_stages"]
 

@@ -25,13 +25,15 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_real, check_sparse_matrix
+from . import ops
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, format_bytes
 from .example_matrices import MATRIX_KINDS, make_matrix
-from .memory_guard import LAB_BUDGET_BYTES
+from .memory_guard import LAB_BUDGET_BYTES, limit_bytes
 from .memory_model import predict_peak_bytes, storage_bytes
+from .operand_checks import check_sparse_matrix
 from .plots import close_figure, plot_gradient_entry, plot_memory_points, spy
-from .sddmm import BACKWARD_STRATEGIES
+from .scalar_checks import check_int, check_real
+from .strategies import BACKWARD_STRATEGIES
 from .sweep import sweep
 
 if TYPE_CHECKING:
@@ -190,8 +192,6 @@ def gradient_entry_report(
     >>> gradient_entry_report(batch, torch.stack([G, G]), torch.stack([B, B]), 1, 0, item=1).text
     "dL/dA[1, 1, 0] = G[1, 1, :] · B[1, 0, :] = 3; sparse_mm's A.grad holds 3."
     """
-    from .ops import sparse_mm
-
     where = "gradient_entry_report"
     b, n, m = _entry_shape(where, A, G, B)
     if b is None and item is not None:
@@ -208,7 +208,7 @@ def gradient_entry_report(
     j = check_int(j, "j", where, minimum=0, below=m)
 
     leaf = A.detach().requires_grad_()
-    sparse_mm(leaf, B.detach()).backward(G)
+    ops.sparse_mm(leaf, B.detach()).backward(G)  # looked up per call: a test may count them
     assert leaf.grad is not None  # backward always reaches a leaf that requires grad
     grad = (leaf.grad if leaf.grad.layout == torch.sparse_coo else leaf.grad.to_sparse()).coalesce()
     position = (i, j) if item is None else (item, i, j)
@@ -467,7 +467,9 @@ def memory_preview(n: int, density: float, p: int, *, budget: int = LAB_BUDGET_B
     """The model's predicted cost of :func:`memory_report` at one setting, without running it.
 
     One line per strategy: the predicted peak extra memory, and whether the guard would
-    measure it or refuse it; then the multiply-adds of the sampled product (``dense`` forms
+    measure it or refuse it (against :func:`~sparsegrad_lab.memory_guard.limit_bytes`,
+    the limit the guard applies: the budget, or less if less is available); then the
+    multiply-adds of the sampled product (``dense`` forms
     the whole :math:`n \\times n` product, :math:`n^2 p`; the others :math:`\\mathrm{nnz}\\,p`).
     Costs microseconds, so the memory explorer shows it while a slider moves.
 
@@ -482,12 +484,14 @@ def memory_preview(n: int, density: float, p: int, *, budget: int = LAB_BUDGET_B
     _check_setting("memory_preview", n, density, p, budget)
     nnz = max(1, round(density * n * n))  # as the sweep behind memory_report counts it
     lines = [f"n = {n}, nnz = {nnz}, p = {p} -- predicted before measuring:"]
+    limit = limit_bytes(budget)  # the guard's limit, read once for the three lines
+    over = "the budget" if limit == budget else "what is available"
     for s in BACKWARD_STRATEGIES:
         nbytes = predict_peak_bytes(s, n=n, m=n, nnz=nnz, p=p, layout="csr")
         verdict = (
             "will be measured"
-            if nbytes <= budget
-            else f"over the budget ({format_bytes(budget)}): will be refused"
+            if nbytes <= limit
+            else f"over {over} ({format_bytes(limit)}): will be refused"
         )
         lines.append(f"{s:>6}: {format_bytes(nbytes)}, {verdict}")
     lines.append(

@@ -14,6 +14,7 @@ from sparsegrad_lab import benchmark_report as report
 from sparsegrad_lab.__main__ import main
 from sparsegrad_lab.errors import InputTypeError, InputValueError
 from sparsegrad_lab.implementations import IMPLEMENTATIONS, Case
+from sparsegrad_lab.memory_guard import PLANNING_FRACTION
 from sparsegrad_lab.memory_model import predict_peak_bytes
 
 TINY = [(300, 1500, 8, 1)]
@@ -71,7 +72,7 @@ def test_floor_counts_each_tensor_once() -> None:
 def test_plan_refuses_what_does_not_fit_what_is_available(monkeypatch) -> None:
     (case,) = bench.make_cases(TINY, layouts=["csr"])
     need = predict_peak_bytes("sddmm", case) + bench._input_bytes(case)
-    available = int(need / bench.PLANNING_FRACTION) + 2  # just enough, after the fraction
+    available = int(need / PLANNING_FRACTION) + 2  # just enough, after the fraction
     monkeypatch.setattr(bench, "available_bytes", lambda device="cpu": available)
     assert [r.status for r in bench.plan([case], ["sddmm"])] == ["ok"]
     assert [r.status for r in bench.plan([case], ["sddmm"], need - 1)] == ["would_need"]

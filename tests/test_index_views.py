@@ -27,13 +27,13 @@ from testing import STRATEGIES, assert_close, dense_reference, make_generator, p
 from torch import Tensor
 
 from sparsegrad_lab import BackwardStrategy, sampled_mm, sparse_mm, sparsity_pattern
-from sparsegrad_lab.ops import COO_PRODUCT_MAX_NNZ
 from sparsegrad_lab.pattern import (
     contiguous_indices,
     has_contiguous_indices,
     pattern_of,
     strided_index_bytes,
 )
+from sparsegrad_lab.routes import COO_PRODUCT_MAX_NNZ
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

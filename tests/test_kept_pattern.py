@@ -80,7 +80,8 @@ def test_kept_pattern_matches_the_reference_step_after_step(
         assert_close(B.grad, ref.grad_B)
         assert values.grad is not None  # aligned with A's stored entries, in A's order
         assert_close(with_values(A0, values.grad).to_dense(), ref.grad_A)
-        transposes.append(pattern.__dict__["transpose"])
+        assert pattern.has_transpose()  # built by the first backward, kept since
+        transposes.append(pattern.transpose)
     assert transposes[1] is transposes[0] and transposes[2] is transposes[0]
 
 

@@ -16,19 +16,19 @@ import textwrap
 import pytest
 from child_process import run_in_child
 
-from sparsegrad_lab._checks import _FEW_ENTRIES
-from sparsegrad_lab.ops import COO_PRODUCT_MAX_NNZ
+from sparsegrad_lab.index_checks import FEW_ENTRIES
+from sparsegrad_lab.routes import COO_PRODUCT_MAX_NNZ
 
 _CHILD = """
 import sys
 import torch
 torch.sparse.check_sparse_tensor_invariants.disable()  # as in any user's session
 from sparsegrad_lab import InputValueError, csr_tensor, sampled_mm, sparse_mm, sparsity_pattern
-from sparsegrad_lab.ops import SparseMatMul
+from sparsegrad_lab.autograd import SparseMatMul
 from sparsegrad_lab.pattern import pattern_and_values
-import sparsegrad_lab._checks, sparsegrad_lab.ops
-sparsegrad_lab._checks._FEW_ENTRIES = {few_entries}
-sparsegrad_lab.ops.COO_PRODUCT_MAX_NNZ = {coo_product_max}
+import sparsegrad_lab.index_checks, sparsegrad_lab.routes
+sparsegrad_lab.index_checks.FEW_ENTRIES = {few_entries}
+sparsegrad_lab.routes.COO_PRODUCT_MAX_NNZ = {coo_product_max}
 
 def coo(indices, size, **kw):
     i = torch.tensor(indices)
@@ -193,9 +193,9 @@ CASES: dict[str, tuple[str, str]] = {
 # the bounds at 0 and -1 these same small cases take the other paths, so all four are
 # tried on every case.
 _BRANCHES = [
-    pytest.param(_FEW_ENTRIES, COO_PRODUCT_MAX_NNZ, id="numpy-coo-product"),
+    pytest.param(FEW_ENTRIES, COO_PRODUCT_MAX_NNZ, id="numpy-coo-product"),
     pytest.param(0, COO_PRODUCT_MAX_NNZ, id="torch-coo-product"),
-    pytest.param(_FEW_ENTRIES, -1, id="numpy-csr-product"),
+    pytest.param(FEW_ENTRIES, -1, id="numpy-csr-product"),
     pytest.param(0, -1, id="torch-csr-product"),
 ]
 

@@ -15,6 +15,7 @@ import torch
 from sparsegrad_lab import memory_model as model
 from sparsegrad_lab.errors import InputTypeError, InputValueError
 from sparsegrad_lab.example_matrices import uniform_random
+from sparsegrad_lab.footprint import PHASES
 from sparsegrad_lab.implementations import IMPLEMENTATIONS, Case, get_implementation, make_inputs
 from sparsegrad_lab.measurement import measure_peak_bytes
 from sparsegrad_lab.memory_model import storage_bytes
@@ -70,7 +71,7 @@ def _assert_model_agrees(impl: str, phases: tuple[str, ...], **case: object) -> 
 def test_model_agrees_with_measurement_for_every_impl(impl: str, layout: str) -> None:
     if impl == "tsgu":
         pytest.importorskip("torchsparsegradutils")
-    _assert_model_agrees(impl, model.PHASES, layout=layout, **SIZES)
+    _assert_model_agrees(impl, PHASES, layout=layout, **SIZES)
 
 
 @pytest.mark.parametrize(

@@ -40,8 +40,9 @@ from testing import problems as problem_strategy
 from torch import Tensor
 
 import sparsegrad_lab
+import sparsegrad_lab.autograd as autograd
 import sparsegrad_lab.memory_guard as memory_guard
-import sparsegrad_lab.ops as ops
+import sparsegrad_lab.routes as routes
 from sparsegrad_lab import (
     BackwardStrategy,
     MemoryBudgetError,
@@ -49,8 +50,9 @@ from sparsegrad_lab import (
     sparse_mm,
     sparsity_pattern,
 )
+from sparsegrad_lab.autograd import SampledProduct, SparseMatMul
 from sparsegrad_lab.errors import format_bytes
-from sparsegrad_lab.ops import SampledProduct, SparseMatMul
+from sparsegrad_lab.footprint import sparse_mm_footprint
 from sparsegrad_lab.pattern import pattern_and_values
 from sparsegrad_lab.sddmm import sampled_product_workspace_bytes
 
@@ -641,7 +643,7 @@ def test_only_B_requires_grad_skips_the_sampled_product(
     def refuse(*args: Any) -> None:
         raise AssertionError("SampledProduct (the gradient of A) ran although A needs none")
 
-    monkeypatch.setattr(ops.SampledProduct, "apply", refuse)
+    monkeypatch.setattr(autograd.SampledProduct, "apply", refuse)
     A, B, G = _fixed_problem(batched).build(
         layout=layout, dtype=torch.float64, device="cpu", index_dtype=index_dtype
     )
@@ -664,7 +666,7 @@ def test_only_A_requires_grad_skips_the_transposed_product(
     def refuse(*args: Any) -> None:
         raise AssertionError("Aᴴ (the gradient of B) was built although B needs none")
 
-    monkeypatch.setattr(ops, "_adjoint_values", refuse)
+    monkeypatch.setattr(autograd, "_adjoint_values", refuse)
     A, B, G = _fixed_problem(batched).build(
         layout=layout, dtype=torch.float64, device="cpu", index_dtype=index_dtype
     )
@@ -688,18 +690,20 @@ def test_small_and_large_graph_backward_paths_agree_with_the_reference(
 ) -> None:
     """The three ways a first-order sddmm backward goes, by size: up to
     SHARED_GATHER_MAX_NNZ entries one gather of G's rows serves both gradients; above it
-    torch's sampled kernel gives ∇A and a scatter ∇B; with the byte bound at zero every
+    torch's sampled kernel gives ∇A and a scatter ∇B; with the scatter's bound at zero every
     graph is "large": the sampled kernel and the transposed pattern."""
     taken: list[str] = []
-    adjoint_values, sampled = ops._adjoint_values, ops.sampled_product
+    adjoint_values, sampled = autograd._adjoint_values, autograd.sampled_product
     monkeypatch.setattr(
-        ops, "_adjoint_values", lambda *a: taken.append("transpose") or adjoint_values(*a)
+        autograd, "_adjoint_values", lambda *a: taken.append("transpose") or adjoint_values(*a)
     )
-    monkeypatch.setattr(ops, "sampled_product", lambda *a: taken.append("sampled") or sampled(*a))
+    monkeypatch.setattr(
+        autograd, "sampled_product", lambda *a: taken.append("sampled") or sampled(*a)
+    )
     if path == "transpose":
-        monkeypatch.setattr(ops, "CHUNK_BYTES", 0)
+        monkeypatch.setattr(routes, "SCATTER_MAX_BYTES", 0)
     if path == "scatter":
-        monkeypatch.setattr(ops, "SHARED_GATHER_MAX_NNZ", 10)
+        monkeypatch.setattr(routes, "SHARED_GATHER_MAX_NNZ", 10)
     problem = Problem(batch=2 if batched else None, n=7, m=5, p=3, density=0.4, seed=21)
     A, B, G = problem.build(layout=layout, dtype=dtype, device="cpu", index_dtype=index_dtype)
     _C, A, B = _run(A, B, G, "sddmm")
@@ -902,12 +906,12 @@ def _budget_problem() -> tuple[Tensor, Tensor]:
 def test_memory_guard_refuses_a_backward_that_cannot_fit(
     strategy: BackwardStrategy, tiny_memory: Callable[[int], None]
 ) -> None:
-    # C (30 x 4 float64) and A's row pointers (31 int64) take 1208 bytes, the backward's
-    # transpose and ∇B 3 KiB: they fit.
+    # C (30 x 4 float64) and its COO product's zero template take 1920 bytes: the forward
+    # alone fits. The strategy's workspace in the backward does not.
     tiny_memory(4000)
     A, B = _budget_problem()
     nnz = A._nnz()
-    needed = sampled_product_workspace_bytes(
+    workspace = sampled_product_workspace_bytes(
         strategy,
         batch=1,
         block_shape=(30, 40),
@@ -915,14 +919,20 @@ def test_memory_guard_refuses_a_backward_that_cannot_fit(
         p=4,
         dtype=torch.float64,
     )
-    assert needed > 4000  # the case really is over budget
+    assert workspace > 4000  # the case really is over budget
+    with torch.no_grad():
+        sparse_mm(A, B, backward=strategy)  # no backward to come: the forward fits
     with pytest.raises(MemoryBudgetError) as info:
         sparse_mm(A.requires_grad_(), B, backward=strategy)
     assert isinstance(info.value, MemoryError)
+    # One number: the peak of the call's stages, which include the workspace.
+    needed = sparse_mm_footprint(A, B, strategy).peak_bytes
+    assert needed > workspace
     message = str(info.value)
-    assert f"backward={strategy!r}" in message
+    assert f"backward={strategy!r}" in message and "its peak: sampled product" in message
     assert format_bytes(needed) in message and format_bytes(4000) in message
     assert f"{nnz} stored" in message and "p=4" in message
+    assert "use backward='sddmm'" in message
     assert info.value.needed_bytes == needed and info.value.budget_bytes == 4000
 
 
@@ -955,19 +965,31 @@ def test_memory_guard_refuses_a_result_that_cannot_fit(
 ) -> None:
     tiny_memory(1000)
     A = torch.eye(300, dtype=torch.float64).to_sparse_csr()  # its pattern is its own indices
-    B = torch.ones(300, 4, dtype=torch.float64)  # C needs 300 * 4 * 8 = 9600 bytes
-    with pytest.raises(MemoryBudgetError, match=r"result C of 300 x 4 .* would need 9.38 KiB"):
+    B = torch.ones(300, 4, dtype=torch.float64)
+    # C and the CPU kernel's result temporary, 300 * 4 * 8 bytes each, and the int32 copy of
+    # A's 301 row pointers and 300 columns MKL reads: 21604 bytes.
+    with pytest.raises(MemoryBudgetError, match=r"result C of 300 x 4 .* would need 21.10 KiB"):
         sparse_mm(A, B)
 
 
-def test_memory_guard_counts_the_row_pointers_of_a_coo_A(
-    tiny_memory: Callable[[int], None],
+@pytest.mark.parametrize("create_graph", [False, True], ids=["first-order", "create_graph"])
+def test_memory_guard_counts_the_row_pointers_of_a_coo_A_where_they_are_built(
+    create_graph: bool, tiny_memory: Callable[[int], None]
 ) -> None:
-    # n = 10¹² rows: C is empty (p = 0) but COO -> CSR would allocate 8 TB of row pointers.
+    """n = 10¹² rows, p = 0: C is empty, and torch's COO product builds no row pointers; the
+    backward's sampled kernel (or a double backward's product) would build 8 TB of them,
+    and is refused before it does."""
     tiny_memory(2**30)
-    A = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.int64), torch.zeros(0), (10**12, 2))
-    with pytest.raises(MemoryBudgetError, match=r"would need 7.28 TiB"):
-        sparse_mm(A, torch.zeros(2, 0))
+    A = torch.sparse_coo_tensor(torch.tensor([[5], [1]]), torch.ones(1), (10**12, 2))
+    A = A.coalesce().requires_grad_()
+    # ∇A alone (first order): torch's sampled kernel, which reads CSR; with ∇B under
+    # create_graph the sampled product is an autograd function, on the same kernel.
+    B = torch.zeros(2, 0, requires_grad=create_graph)
+    C = sparse_mm(A, B)  # nothing to allocate: C is empty and so is the backward's ∇B
+    assert C.shape == (10**12, 0)
+    inputs = (A, B) if create_graph else (A,)
+    with pytest.raises(MemoryBudgetError, match=r"row pointers of A .* would need 7.28 TiB"):
+        torch.autograd.grad(C.sum(), inputs, create_graph=create_graph)
 
 
 def test_memory_is_read_once_per_call_and_not_for_negligible_sizes(
@@ -1023,11 +1045,11 @@ def test_both_forward_products_of_a_small_coo_graph(
     by the CSR kernel. Both match the reference; only the CSR product builds the pattern's
     row pointers."""
     if product == "csr":
-        monkeypatch.setattr(ops, "COO_PRODUCT_MAX_NNZ", -1)
+        monkeypatch.setattr(routes, "COO_PRODUCT_MAX_NNZ", -1)
     layouts: list[torch.layout] = []
-    sparse_times = ops._sparse_times
+    sparse_times = autograd._sparse_times
     monkeypatch.setattr(
-        ops, "_sparse_times", lambda A, X: layouts.append(A.layout) or sparse_times(A, X)
+        autograd, "_sparse_times", lambda A, X: layouts.append(A.layout) or sparse_times(A, X)
     )
     compressions: list[int] = []
     compress = torch._convert_indices_from_coo_to_csr
@@ -1054,7 +1076,7 @@ def test_gradchecks_through_the_coo_product(dtype: torch.dtype, strategy: Backwa
     A = A.coalesce()
     values, B = _leaf_inputs(A, B)
     indices, shape = A._indices(), A.shape
-    assert ops.coo_product(layout="coo", batched=False, device="cpu", nnz=A._nnz(), kept=False)
+    assert routes.coo_product(layout="coo", batched=False, device="cpu", nnz=A._nnz(), kept=False)
 
     def fn(v: Tensor, B: Tensor) -> Tensor:
         A = torch.sparse_coo_tensor(indices, v, shape, is_coalesced=True)
@@ -1094,7 +1116,7 @@ def test_expanded_B_gives_the_dense_result(
 ) -> None:
     """A stride-0 ``B`` (``expand``): copied where a kernel needs it contiguous, and right."""
     if product == "csr":
-        monkeypatch.setattr(ops, "COO_PRODUCT_MAX_NNZ", -1)
+        monkeypatch.setattr(routes, "COO_PRODUCT_MAX_NNZ", -1)
     A, _B, G = _fixed_problem(False, n=5, m=6, p=3).build(
         layout=layout, dtype=torch.float64, device="cpu", index_dtype=index_dtype
     )
@@ -1223,7 +1245,8 @@ def test_p_0_with_huge_m_guards_the_transpose_row_pointers(
 ) -> None:
     """p = 0: C and ∇B are empty, but the transpose of A has m + 1 row pointers (8 TiB
     here). A first-order backward on a small graph never builds it (a scatter); every
-    route that does is refused before it allocates."""
+    route that does is refused before it allocates: a kept pattern's by the forward's
+    check of the whole call, a double backward's by the backward's own."""
     m = 2**40
     batched = route == "batched"
     indices = torch.tensor([[0, 1], [5, m - 1]])
@@ -1236,6 +1259,13 @@ def test_p_0_with_huge_m_guards_the_transpose_row_pointers(
     kept = sparsity_pattern(A) if route == "kept-pattern" else None
     A = A.requires_grad_(route != "only-B")
     B = torch.zeros(*shape[:-2], m, 0, dtype=torch.float64, requires_grad=True)
+    if kept is not None:
+        # A kept pattern's first backward builds its transpose: the forward's check, the
+        # peak of the whole first-order call, counts it already.
+        with pytest.raises(MemoryBudgetError, match=r"its peak: grad B spmm") as info:
+            sparse_mm(A, B, pattern=kept)
+        assert info.value.needed_bytes >= (m + 1) * 8
+        return
     C = sparse_mm(A, B, pattern=kept)
     tiny_memory(2**30)
     inputs = (B,) if route == "only-B" else (A, B)

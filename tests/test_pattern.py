@@ -20,7 +20,8 @@ from testing import (
 from testing import problems as problem_strategy
 from torch import Tensor
 
-from sparsegrad_lab.pattern import SparsityPattern, pattern_and_values
+from sparsegrad_lab import sparsity_pattern
+from sparsegrad_lab.pattern import SparsityPattern, pattern_and_values, pattern_of
 
 # Tiny tensors: one intra-op thread (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -198,3 +199,39 @@ def test_to_csr_round_trip(layout: torch.layout) -> None:
     A = random_sparse((2, 4, 5), layout=layout, generator=make_generator(3), density=0.5)
     pattern, values = pattern_and_values(A)
     assert torch.equal(pattern.to_csr(values).to_dense(), _block_diagonal(A))
+
+
+# ---------------------------------------------------------------------- public queries
+
+
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_a_pattern_says_what_it_has_built(layout: torch.layout, index_dtype: torch.dtype) -> None:
+    """has_transpose and has_row_pointers answer without building anything."""
+    A = random_sparse((6, 5), layout=layout, density=0.4, generator=make_generator(1))
+    if layout == torch.sparse_csr:
+        A = torch.sparse_csr_tensor(
+            A.crow_indices().to(index_dtype), A.col_indices().to(index_dtype), A.values(), A.shape
+        )
+    pattern = pattern_of(A.coalesce() if layout == torch.sparse_coo else A)
+    # CSR comes with its row pointers; COO builds them on first use.
+    assert pattern.has_row_pointers() == (layout == torch.sparse_csr)
+    assert not pattern.has_transpose()
+    pattern.crow  # noqa: B018 - built here
+    transpose = pattern.transpose
+    assert pattern.has_row_pointers() and pattern.has_transpose()
+    assert pattern.transpose is transpose  # cached: built once
+    assert not transpose.pattern.has_transpose()  # the transpose's own is never needed
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_a_kept_pattern_says_what_it_was_built_from(layout: torch.layout) -> None:
+    A = random_sparse((6, 5), layout=layout, density=0.4, generator=make_generator(2))
+    A = A.coalesce() if layout == torch.sparse_coo else A
+    assert pattern_of(A).source is None  # built for one call: no source to match
+    source = sparsity_pattern(A).source
+    assert source is not None
+    assert source.layout == layout and source.shape == (6, 5)
+    own = (A.indices(),) if layout == torch.sparse_coo else (A.crow_indices(), A.col_indices())
+    assert len(source.indices) == len(own)
+    for kept, index in zip(source.indices, own, strict=True):
+        assert torch.equal(kept, index) and kept.data_ptr() != index.data_ptr()  # a copy

@@ -23,10 +23,10 @@ from testing import (
 from testing import problems as problem_strategy
 from torch import Tensor
 
-import sparsegrad_lab.ops as ops
+import sparsegrad_lab.routes as routes
 import sparsegrad_lab.sddmm as sddmm
 from sparsegrad_lab import BackwardStrategy, sparse_mm
-from sparsegrad_lab.ops import SparseMatMul
+from sparsegrad_lab.autograd import SparseMatMul
 from sparsegrad_lab.pattern import SparsityPattern, pattern_and_values
 from sparsegrad_lab.sddmm import sampled_product, sampled_product_workspace_bytes
 
@@ -185,9 +185,10 @@ def test_chunked_fallback_inside_sparse_mm(
     problem = Problem(batch=2, n=3, m=4, p=2, density=0.6, seed=6)
     A, B, G = problem.build(layout=layout, dtype=dtype, device="cpu")
     sizes = _force_chunks(monkeypatch, p=2, elem=B.element_size(), chunk=3)
-    # The same bound decides whether sparse_mm's backward takes the small-graph path, which
-    # shares one gather between both gradients instead of calling the sampled product.
-    monkeypatch.setattr(ops, "CHUNK_BYTES", sddmm.CHUNK_BYTES)
+    # A graph this small would take the small-graph path, which shares one gather between
+    # both gradients instead of calling the sampled product: a bound as small as the chunk
+    # sends it through the sampled product (and the transposed pattern).
+    monkeypatch.setattr(routes, "SCATTER_MAX_BYTES", sddmm.CHUNK_BYTES)
     A, B = A.requires_grad_(), B.requires_grad_()
     C = sparse_mm(A, B, backward="sddmm")
     C.backward(G)

@@ -1,4 +1,4 @@
-"""Every kind of bad input to ``sparse_mm`` gets our own, explicit error.
+"""Every kind of bad input to ``sparse_mm`` gets our own, explicit error (``operand_checks``).
 
 Each case asserts the exception class (``InputTypeError`` is a ``TypeError``,
 ``InputValueError`` a ``ValueError``) and that the message names the argument at fault, what
@@ -19,7 +19,7 @@ from sparsegrad_lab import (
     SparseGradLabError,
     sparse_mm,
 )
-from sparsegrad_lab._checks import check_sparse_mm_inputs, dtype_from, layout_name, parse_layout
+from sparsegrad_lab.operand_checks import check_sparse_mm_inputs
 
 # Tiny tensors: one intra-op thread (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -302,75 +302,3 @@ def test_valid_input_passes_the_checks(
     for backward in ("sddmm", "gather", "dense"):
         check_sparse_mm_inputs(a, b, backward)
     assert sparse_mm(a, b).shape == (*a.shape[:-1], b.shape[-1])
-
-
-@pytest.mark.parametrize("given", ["coo", "csr", torch.sparse_coo, torch.sparse_csr])
-def test_parse_layout_accepts_both_layouts_and_their_names(given: object) -> None:
-    parsed = parse_layout(given, "f")
-    assert parsed in (torch.sparse_coo, torch.sparse_csr)
-    assert layout_name(given) == str(parsed).removeprefix("torch.sparse_")
-
-
-@pytest.mark.parametrize("given", ["bsr", torch.sparse_bsr, torch.strided, None, 3])
-def test_parse_layout_refuses_everything_else_naming_the_caller(given: object) -> None:
-    with pytest.raises(InputValueError, match=r"^f: layout must be torch.sparse_coo, .* got "):
-        parse_layout(given, "f")
-
-
-def test_dtype_from_names_and_refusals() -> None:
-    assert dtype_from("float64") is torch.float64 and dtype_from(torch.int32) is torch.int32
-    with pytest.raises(InputValueError, match=r"index_dtype must be a torch\.dtype or its name"):
-        dtype_from("float33", "index_dtype")
-
-
-@pytest.mark.parametrize("nnz", [3, 5000])  # either side of the few-entries branch
-def test_check_indices_sees_the_order_of_a_coo_marked_coalesced(nnz: int) -> None:
-    from sparsegrad_lab._checks import check_indices
-
-    rows = torch.arange(nnz)
-    good = torch.stack((rows, rows % 7))
-    A = torch.sparse_coo_tensor(good, torch.ones(nnz), (nnz, 7), is_coalesced=True)
-    check_indices(A, "sparse_mm")  # sorted, no duplicates: passes
-    bad = good.clone()
-    bad[:, nnz - 1] = bad[:, nnz - 2]  # the last entry repeats the one before
-    with torch.sparse.check_sparse_tensor_invariants(enable=False):
-        A = torch.sparse_coo_tensor(bad, torch.ones(nnz), (nnz, 7), is_coalesced=True)
-    with pytest.raises(InputValueError, match=f"entry {nnz - 1} at .* does not come after"):
-        check_indices(A, "sparse_mm")
-
-
-@pytest.mark.parametrize(
-    ("crow", "col", "words"),
-    [
-        ([0, 1, 3], [1, 0, 1], None),
-        ([1, 1, 3], [1, 0, 1], "must start at 0, got 1"),
-        ([0, 2, 2], [1, 0, 1], "must end at nnz = 3, got 2"),
-        ([0, 2, 1, 3], [1, 0, 1], "must not decrease, but entry 2 is 1 after 2"),
-        ([0, 1, 3], [1, 0, 2], "column index 2 at entry 2 is out of range for 2 columns"),
-        ([0, 1, 3], [1, -1, 1], "column index -1 at entry 1 is out of range"),
-        ([0, 0, 0], [], None),
-    ],
-)
-@pytest.mark.parametrize("few_entries", [None, 0], ids=["numpy-branch", "torch-branch"])
-def test_check_indices_reads_every_csr_invariant(
-    crow: list[int],
-    col: list[int],
-    words: str | None,
-    few_entries: int | None,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from sparsegrad_lab import _checks
-    from sparsegrad_lab._checks import check_indices
-
-    if few_entries is not None:  # these few entries then take the torch kernels' path
-        monkeypatch.setattr(_checks, "_FEW_ENTRIES", few_entries)
-
-    size = (len(crow) - 1, 2)
-    with torch.sparse.check_sparse_tensor_invariants(enable=False):
-        c = torch.tensor(col, dtype=torch.int64)
-        A = torch.sparse_csr_tensor(torch.tensor(crow), c, torch.ones(len(col)), size)
-    if words is None:
-        check_indices(A, "sparse_mm")
-    else:
-        with pytest.raises(InputValueError, match=words):
-            check_indices(A, "sparse_mm")
