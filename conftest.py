@@ -16,8 +16,9 @@ import torch
 if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(1)
 
-# Times each lesson and samples its kernel's memory while nbval runs it (tests/notebook_budget.py).
-pytest_plugins = ["tests.notebook_budget"]
+# Times each lesson and samples its kernel's memory while nbval runs it
+# (tests/support/notebook_budget.py).
+pytest_plugins = ["tests.support.notebook_budget"]
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ notebooks on disk are not modified.
 It exits with status 1 if a lesson is over the budget or fails. Time is a benchmark, not a
 test: ``make test`` runs on shared machines, where seconds say more about the neighbours than
 about the lessons. The memory budget, a bound on work, stays in the tests
-(``tests/notebook_budget.py``), measured while nbval runs the lessons.
+(``tests/support/notebook_budget.py``), measured while nbval runs the lessons.
 
 Run it on an otherwise idle machine::
 

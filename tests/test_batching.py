@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 import torch
-from child_process import run_in_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.child_process import run_in_child
 from testing import DEVICE_PARAMS, LAYOUTS
 
 from sparsegrad_lab.batching import sparse_block_diag, sparse_block_diag_split, stack_csr

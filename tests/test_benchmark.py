@@ -121,6 +121,7 @@ def test_run_benchmark_measures_skips_and_refuses() -> None:
     assert ok.case.label() in text and "  torch_csr " in text
 
 
+@pytest.mark.slow
 def test_run_benchmark_uses_a_fresh_process_on_cpu() -> None:
     case = bench.make_cases([(2000, 20_000, 16, 1)], layouts=["csr"])
     (r,) = bench.run_benchmark(
@@ -163,6 +164,7 @@ def test_cli_rejects_unknown_implementations(capsys: pytest.CaptureFixture[str])
     assert "argument --impls: unknown 'magic'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_tiny_grid_writes_json_and_plot(
     tmp_path: object, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -44,6 +44,7 @@ def dockerfile(tmp_path_factory: pytest.TempPathFactory) -> str:
     return result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_conda_buildpack_installs_the_environment_then_runs_post_build(dockerfile: str) -> None:
     # The conda buildpack's own scripts are copied in under their escaped source path.
     assert "buildpacks-2fconda-2finstall-2dbase-2denv" in dockerfile, "not the conda buildpack"

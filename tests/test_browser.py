@@ -29,7 +29,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser_support import (
+from playwright.sync_api import Browser
+from playwright.sync_api import Error as PlaywrightError
+from support.browser_support import (
     BrowserCheckError,
     LabNotebook,
     LabServer,
@@ -39,8 +41,6 @@ from browser_support import (
     open_page,
     running_jupyter_lab,
 )
-from playwright.sync_api import Browser
-from playwright.sync_api import Error as PlaywrightError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

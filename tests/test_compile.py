@@ -19,7 +19,8 @@ from torch import Tensor
 
 from sparsegrad_lab import sampled_mm, sparse_mm
 
-pytestmark = pytest.mark.usefixtures("torch_single_thread")
+# Compiling (inductor builds C++) takes seconds a case.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_single_thread")]
 
 _NO_CC = shutil.which("cc") is None and shutil.which("gcc") is None
 BACKENDS = [

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_processes_learn_the_weights_one_process_learns():
     problem = EdgeWeightProblem(n=60, nnz=300, p=8, seed=3)
@@ -50,6 +51,7 @@ def test_world_size_must_split_the_signals_evenly():
         train_distributed(EdgeWeightProblem(n=20, nnz=40, p=8), world_size=3, steps=1)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_run_past_its_deadline_is_stopped_and_says_where_it_was():
     """No process outlives the call: one left behind would keep pytest or a kernel alive."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from child_process import run_in_child
+from support.child_process import run_in_child
 from testing import STRATEGIES, assert_close, dense_reference, make_generator, pattern_mask
 from torch import Tensor
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from child_process import run_in_child
+from support.child_process import run_in_child
 from testing import (
     DEVICE_PARAMS,
     DTYPES,

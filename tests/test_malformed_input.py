@@ -14,7 +14,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from child_process import run_in_child
+from support.child_process import run_in_child
 
 from sparsegrad_lab.index_checks import FEW_ENTRIES
 from sparsegrad_lab.routes import COO_PRODUCT_MAX_NNZ

@@ -47,6 +47,7 @@ def test_measure_peak_bytes_on_cuda(device: torch.device) -> None:
         assert 0.5 * measured <= predicted <= 1.5 * measured, (impl, predicted, measured)
 
 
+@pytest.mark.slow
 def test_fresh_process_agrees_with_the_model() -> None:
     case = Case(n=20_000, m=20_000, nnz=200_000, p=32)
     result = measure_in_fresh_process("gather", case, threads=1, timeout_s=120)
@@ -60,6 +61,7 @@ def test_fresh_process_agrees_with_the_model() -> None:
     )
 
 
+@pytest.mark.slow
 def test_fresh_process_reports_a_failing_child() -> None:
     with pytest.raises(ValueError, match="impl must be one of"):
         measure_in_fresh_process("magic", Case(n=3, m=3, nnz=2, p=2))

@@ -46,6 +46,7 @@ print(setup(0))
 """
 
 
+@pytest.mark.slow
 def test_setup_runs_from_a_plain_checkout_without_package_metadata():
     # Every lesson's first cell used to raise PackageNotFoundError there: setup() read the
     # installed distribution's version instead of the package's own.

@@ -1,4 +1,4 @@
-"""Tests of the lessons' budget plugin (``notebook_budget.py``), without running a lesson."""
+"""Tests of the lessons' budget plugin (``support/notebook_budget.py``), running no lesson."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 import types
 from pathlib import Path
 
-import notebook_budget
 import pytest
-from notebook_budget import MEMORY_BUDGET_BYTES, PeakSampler, over_budget
+from support import notebook_budget
+from support.notebook_budget import MEMORY_BUDGET_BYTES, PeakSampler, over_budget
 
 HELD = 300 * 2**20
 

@@ -21,14 +21,17 @@ from testing import (
     DEVICE_PARAMS,
     DTYPES,
     HALF_DTYPES,
+    LAYOUT_IDS,
     LAYOUT_INDEX,
     LAYOUTS,
+    RANKS,
     STRATEGIES,
     Problem,
     assert_close,
     assert_same_pattern,
     dense_reference,
     make_generator,
+    operation_grid,
     pattern_mask,
     random_dense,
     random_sparse,
@@ -59,8 +62,6 @@ from sparsegrad_lab.sddmm import sampled_product_workspace_bytes
 # Tiny tensors: one intra-op thread (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-LAYOUT_IDS = {torch.sparse_coo: "coo", torch.sparse_csr: "csr"}
-RANKS = [pytest.param(False, id="2d"), pytest.param(True, id="3d")]
 DOUBLE_DTYPES = [torch.float64, torch.complex128]
 
 
@@ -161,11 +162,7 @@ def test_hand_worked_batched_example() -> None:
 # ============================================================================================
 
 
-@pytest.mark.parametrize("device", DEVICE_PARAMS)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("batched", RANKS)
-@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+@operation_grid(DTYPES)
 @given(data=problem_strategy(batched=True))
 def test_matches_dense_reference(
     layout: torch.layout,
@@ -190,11 +187,7 @@ def test_matches_dense_reference(
     assert_close(B.grad, ref.grad_B)
 
 
-@pytest.mark.parametrize("device", CUDA_DEVICE_PARAMS)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
-@pytest.mark.parametrize("batched", RANKS)
-@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+@operation_grid(HALF_DTYPES, CUDA_DEVICE_PARAMS)
 def test_half_precision_on_cuda(
     layout: torch.layout,
     index_dtype: torch.dtype,
@@ -230,11 +223,7 @@ def _leaf_inputs(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
     return values.clone().requires_grad_(), B.detach().clone().requires_grad_()
 
 
-@pytest.mark.parametrize("device", DEVICE_PARAMS)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("dtype", DOUBLE_DTYPES, ids=str)
-@pytest.mark.parametrize("batched", RANKS)
-@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+@operation_grid(DOUBLE_DTYPES)
 def test_gradcheck_through_the_sparse_tensor(
     layout: torch.layout,
     index_dtype: torch.dtype,
@@ -274,11 +263,7 @@ def test_gradcheck_through_the_sparse_tensor(
     _gradchecks(fn, values, B)
 
 
-@pytest.mark.parametrize("device", DEVICE_PARAMS)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("dtype", DOUBLE_DTYPES, ids=str)
-@pytest.mark.parametrize("batched", RANKS)
-@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+@operation_grid(DOUBLE_DTYPES)
 def test_gradcheck_sparse_matmul_values(
     layout: torch.layout,
     index_dtype: torch.dtype,
@@ -801,34 +786,6 @@ def test_strategies_give_identical_numbers(
         assert torch.equal(B_s.grad, B0.grad)
 
 
-@pytest.mark.parametrize("batched", RANKS)
-@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@given(data=problem_strategy(batched=False))
-def test_strategies_agree_on_random_problems(
-    layout: torch.layout, index_dtype: torch.dtype, batched: bool, dtype: torch.dtype, data: Problem
-) -> None:
-    problem = Problem(
-        batch=2 if batched else None,
-        n=data.n,
-        m=data.m,
-        p=data.p,
-        density=data.density,
-        seed=data.seed,
-    )
-    A, B, G = problem.build(layout=layout, dtype=dtype, device="cpu", index_dtype=index_dtype)
-    ref_dtype = reference_dtype(dtype)
-    results = [_run(A, B, G, s) for s in STRATEGIES]
-    C0, A0, B0 = results[0]
-    assert A0.grad is not None and B0.grad is not None
-    for C, A_s, B_s in results[1:]:
-        assert A_s.grad is not None and B_s.grad is not None
-        assert_close(C, C0.to(ref_dtype))
-        assert_same_pattern(A_s.grad, A0.grad)
-        assert_close(A_s.grad, A0.grad.to_dense().to(ref_dtype))
-        assert_close(B_s.grad, B0.grad.to(ref_dtype))
-
-
 @pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
 @pytest.mark.parametrize("batched", RANKS)
 def test_no_columns_in_B(layout: torch.layout, index_dtype: torch.dtype, batched: bool) -> None:
@@ -882,17 +839,6 @@ def test_masked_gradcheck_with_default_flags(
 # ============================================================================================
 # 5. the memory guard
 # ============================================================================================
-
-
-@pytest.fixture
-def tiny_memory(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    """Pretend only ``limit`` bytes are available, and check even negligible sizes."""
-
-    def set_limit(limit: int) -> None:
-        monkeypatch.setattr(memory_guard, "NEGLIGIBLE_BYTES", 0)
-        monkeypatch.setattr(memory_guard, "available_bytes", lambda device: limit)
-
-    return set_limit
 
 
 def _budget_problem() -> tuple[Tensor, Tensor]:
@@ -1009,15 +955,13 @@ def test_memory_is_read_once_per_call_and_not_for_negligible_sizes(
     assert len(reads) == 2  # the backward's transpose and ∇B, checked when it runs
 
 
-def test_public_api() -> None:
-    assert sparsegrad_lab.sparse_mm is sparse_mm
+def test_strategies_and_keyword_defaults() -> None:
     assert set(sparsegrad_lab.BACKWARD_STRATEGIES) == {"sddmm", "gather", "dense"}
     parameters = inspect.signature(sparse_mm).parameters
     assert {k: v.default for k, v in parameters.items() if v.kind == v.KEYWORD_ONLY} == {
         "backward": "sddmm",
         "pattern": None,
     }
-    assert sparsegrad_lab.sparsity_pattern is sparsity_pattern
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -22,6 +22,7 @@ from testing import (
     DEVICE_PARAMS,
     DTYPES,
     LAYOUT_INDEX,
+    RANKS,
     Problem,
     assert_close,
     dense_reference,
@@ -45,7 +46,6 @@ from sparsegrad_lab.pattern_op import (
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-RANKS = [pytest.param(False, id="2d"), pytest.param(True, id="3d")]
 DOUBLE_DTYPES = [torch.float64, torch.complex128]
 ROUTES = ["function", "op"]
 

@@ -15,6 +15,7 @@ import torch
 from testing import (
     DTYPES,
     LAYOUT_INDEX,
+    RANKS,
     STRATEGIES,
     assert_close,
     assert_same_pattern,
@@ -39,8 +40,6 @@ from sparsegrad_lab import (
 from sparsegrad_lab.csr_from_values import DifferentiableCsr
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
-
-RANKS = [pytest.param(False, id="2d"), pytest.param(True, id="3d")]
 
 
 def _problem(
@@ -367,17 +366,6 @@ def test_errors_name_the_argument(make, error, words) -> None:  # type: ignore[n
     with pytest.raises(error, match=r"^sampled_mm: ") as info:
         sampled_mm(*make())
     assert words in str(info.value)
-
-
-@pytest.fixture
-def tiny_memory(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    """Pretend only ``limit`` bytes are available, and check even negligible sizes."""
-
-    def set_limit(limit: int) -> None:
-        monkeypatch.setattr(memory_guard, "NEGLIGIBLE_BYTES", 0)
-        monkeypatch.setattr(memory_guard, "available_bytes", lambda device: limit)
-
-    return set_limit
 
 
 def test_memory_guard_refuses_values_that_cannot_fit(tiny_memory: Callable[[int], None]) -> None:

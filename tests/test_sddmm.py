@@ -9,6 +9,7 @@ from testing import (
     DEVICE_PARAMS,
     DTYPES,
     HALF_DTYPES,
+    LAYOUT_IDS,
     LAYOUTS,
     STRATEGIES,
     Problem,
@@ -32,8 +33,6 @@ from sparsegrad_lab.sddmm import sampled_product, sampled_product_workspace_byte
 
 # Tiny tensors: one intra-op thread (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
-
-LAYOUT_IDS = {torch.sparse_coo: "coo", torch.sparse_csr: "csr"}
 
 
 def _expected(pattern: SparsityPattern, G: Tensor, B: Tensor) -> Tensor:

@@ -38,8 +38,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from browser_support import find_chromium, launched_chromium
 from playwright.sync_api import Browser, Page, Route
+from support.browser_support import find_chromium, launched_chromium
 
 import sparsegrad_lab
 from sparsegrad_lab import lessons

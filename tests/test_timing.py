@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import torch
 
 from sparsegrad_lab.timing import time_call, time_case, time_step
@@ -15,9 +14,6 @@ def test_time_case_times_every_phase_without_accumulating() -> None:
     B = torch.ones(50, 3, requires_grad=True)
     t = time_case(torch.sparse.mm, A, B, torch.ones(50, 3), repeats=3, warmup=1)
     assert {k: len(v) for k, v in t.items()} == {"fwd": 3, "bwd": 3, "fwdbwd": 3}
-    assert all(
-        f + b == pytest.approx(fb) for f, b, fb in zip(t["fwd"], t["bwd"], t["fwdbwd"], strict=True)
-    )
     assert A.grad is None and B.grad is None
 
 

@@ -19,6 +19,7 @@ with :math:`P_A` the 0/1 mask of the positions ``A`` stores (explicit zeros incl
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -37,7 +38,9 @@ __all__ = [
     "DTYPES",
     "HALF_DTYPES",
     "LAYOUTS",
+    "LAYOUT_IDS",
     "LAYOUT_INDEX",
+    "RANKS",
     "STRATEGIES",
     "TOLERANCES",
     "Problem",
@@ -50,6 +53,7 @@ __all__ = [
     "dims",
     "load_hypothesis_profile",
     "make_generator",
+    "operation_grid",
     "pattern_mask",
     "problems",
     "random_dense",
@@ -75,6 +79,10 @@ LAYOUT_INDEX = [
     pytest.param(torch.sparse_csr, torch.int64, id="csr-int64"),
     pytest.param(torch.sparse_csr, torch.int32, id="csr-int32"),
 ]
+#: Ids for parametrising over ``LAYOUTS`` alone: ``ids=LAYOUT_IDS.get``.
+LAYOUT_IDS = {torch.sparse_coo: "coo", torch.sparse_csr: "csr"}
+#: ``batched`` for parametrize: a 2-D ``A`` or a batch of them (3-D).
+RANKS = [pytest.param(False, id="2d"), pytest.param(True, id="3d")]
 
 _CUDA = torch.cuda.is_available()
 #: CPU always, CUDA only when a GPU is present.
@@ -95,6 +103,31 @@ CUDA_DEVICE_PARAMS = [
         + ([] if _CUDA else [pytest.mark.skip(reason="needs a CUDA GPU; none is available")]),
     )
 ]
+
+
+def operation_grid(
+    dtypes: Sequence[torch.dtype], devices: Sequence[Any] = DEVICE_PARAMS
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Parametrise a test over layout x index dtype x rank x ``dtypes`` x strategy x ``devices``.
+
+    The grid every test of the operation against a reference runs over; the test takes
+    ``layout, index_dtype, batched, dtype, strategy, device``. Test ids read in that order
+    (``[csr-int32-3d-torch.float64-gather-cpu]``).
+    """
+    marks = [
+        pytest.mark.parametrize("device", devices),
+        pytest.mark.parametrize("strategy", STRATEGIES),
+        pytest.mark.parametrize("dtype", dtypes, ids=str),
+        pytest.mark.parametrize("batched", RANKS),
+        pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX),
+    ]
+
+    def parametrise(test: Callable[..., Any]) -> Callable[..., Any]:
+        for mark in reversed(marks):  # as if stacked top to bottom above the test
+            test = mark(test)
+        return test
+
+    return parametrise
 
 
 class Tolerance(NamedTuple):
