@@ -51,6 +51,11 @@ CPU_TORCH_BUILD_PREFIX = "cpu"
 # replaces the base image's Jupyter with an untested combination.
 BINDER_BASE_PROVIDES = frozenset({"jupyterlab", "notebook", "jupyter-server"})
 PYTHON_MINOR = "3.11"
+# pyproject sections that users install into environments of their own: floors only, no cap
+# (see _cap_problems). The test and docs extras are contributors' tools and stay capped.
+UNCAPPED_SECTIONS = frozenset({"dependencies", "extra lab", "extra bench"})
+# Exact pins allowed there: the benchmark compares against this one release (third_party.py).
+EXACT_ALLOWED = frozenset({("extra bench", "torchsparsegradutils")})
 
 
 class PinFileError(ValueError):
@@ -249,18 +254,26 @@ def _newer_than(version: Version) -> list[Version]:
     ]
 
 
-def _torch_cap_problems(pins: list[Pin], lock: dict[str, str]) -> list[str]:
-    """pyproject's torch range stops at the lock's torch, or pip may fetch a newer CUDA build."""
+def _cap_problems(pins: list[Pin], lock: dict[str, str]) -> list[str]:
+    """The core and the user-facing extras admit every release newer than the lock's.
+
+    They are installed into environments that already hold torch, numpy, matplotlib...
+    (Colab, a user's CUDA torch): a range that stops at our locked version would make pip
+    replace a newer one there -- for torch, with several GB of CUDA wheels from PyPI.
+    """
     problems = []
-    locked = normalize_version(lock.get("torch", "0"))
     for pin in pins:
-        if pin.name != "torch":
+        if pin.section not in UNCAPPED_SECTIONS or pin.name not in lock:
             continue
-        admitted = [v for v in _newer_than(locked) if pin.spec.contains(v, prereleases=True)]
-        if admitted:
+        if (pin.section, pin.name) in EXACT_ALLOWED and pin.exact is not None:
+            continue
+        locked = normalize_version(lock[pin.name])
+        refused = [v for v in _newer_than(locked) if not pin.spec.contains(v, prereleases=True)]
+        if refused:
             problems.append(
-                f"{pin.label}{pin.spec} admits torch {admitted[0]}, newer than {LOCK}'s "
-                f"{locked}: cap it at <={locked} (a newer torch means a CUDA wheel download)"
+                f"{pin.label}{pin.spec} refuses {pin.name} {refused[0]}, newer than {LOCK}'s "
+                f"{locked}: installing the package would downgrade it in a user's environment; "
+                "declare a floor only (the lock pins our own installs)"
             )
     return problems
 
@@ -323,7 +336,7 @@ def find_pin_problems(root: Path) -> list[str]:
     if not requires_python.contains(PYTHON_MINOR):
         problems.append(f"{PYPROJECT}: requires-python {requires_python} excludes {PYTHON_MINOR}")
     problems += _pin_problems(pyproject, lock)
-    problems += _torch_cap_problems(pyproject, lock)
+    problems += _cap_problems(pyproject, lock)
     for conda_env in (env, binder):
         problems += _pin_problems(conda_env.conda + conda_env.pip, lock)
     # environment.yml installs everything; Binder only what the lessons import.
@@ -449,16 +462,29 @@ def test_copy_is_clean(tree: Path) -> None:
         # a pyproject range that excludes the locked version
         (
             PYPROJECT,
-            '"matplotlib>=3.8,<=3.11.2"',
-            '"matplotlib>=3.8,<3.11"',
-            [PYPROJECT, "extra lab", "matplotlib", "<3.11", "3.11.2"],
+            '"matplotlib>=3.8"',
+            '"matplotlib>=3.12"',
+            [PYPROJECT, "extra lab", "matplotlib", ">=3.12", "3.11.2"],
         ),
         # the lock moves and the other files do not follow
         (LOCK, "scipy==1.17.1", "scipy==1.17.2", [ENV_FILE, "scipy", "1.17.1", "1.17.2"]),
-        (LOCK, "scipy==1.17.1", "scipy==1.17.2", [PYPROJECT, "scipy", "<=1.17.1", "1.17.2"]),
-        # torch uncapped in pyproject
-        (PYPROJECT, '"torch>=2.4,<=2.13.0"', '"torch>=2.4"', ["torch", "2.13.1", "newer"]),
-        (PYPROJECT, '"torch>=2.4,<=2.13.0"', '"torch>=2.4,<2.14"', ["torch", "2.13.1"]),
+        (LOCK, "pytest==9.2.0", "pytest==9.3.0", [PYPROJECT, "pytest", "<=9.2.0", "9.3.0"]),
+        # a cap in the core or a user-facing extra: pip would downgrade a user's newer release
+        (PYPROJECT, '"torch>=2.5"', '"torch>=2.5,<=2.13.0"', ["torch", "2.13.1", "downgrade"]),
+        (PYPROJECT, '"torch>=2.5"', '"torch>=2.5,<2.14"', ["torch", "2.14.0", "downgrade"]),
+        (PYPROJECT, '"torch>=2.5"', '"torch==2.13.0"', ["torch", "2.13.1", "floor only"]),
+        (
+            PYPROJECT,
+            '"numpy>=1.26"',
+            '"numpy>=1.26,<=2.4.6"',
+            [PYPROJECT, "extra lab", "numpy", "2.4.7", "downgrade"],
+        ),
+        (
+            PYPROJECT,
+            '"scipy>=1.11"',
+            '"scipy>=1.11,<1.18"',
+            [PYPROJECT, "extra bench", "scipy", "1.18.0", "downgrade"],
+        ),
         # packages absent from the lock
         (
             ENV_FILE,
@@ -469,8 +495,8 @@ def test_copy_is_clean(tree: Path) -> None:
         (
             PYPROJECT,
             '"ruff>=0.6,<=0.17.6",',
-            '"ruff>=0.6,<=0.17.6",\n    "rich>=13",',
-            [PYPROJECT, "extra test", "rich", "not in"],
+            '"ruff>=0.6,<=0.17.6",\n    "colorama>=0.4",',
+            [PYPROJECT, "extra test", "colorama", "not in"],
         ),
         # an env file that stops installing something pyproject needs
         (ENV_FILE, "  - hypothesis==6.170.17\n", "", [ENV_FILE, "does not install hypothesis"]),
