@@ -61,7 +61,7 @@ clean:
 	rm -rf $(VENV) .venv-torch-* .pytest_cache .ruff_cache .mypy_cache .hypothesis artifacts _build node_modules
 
 # ---- The course kit (README "For tutors"): the lessons' website and the student edition.
-.PHONY: site student
+.PHONY: site site-student student course
 
 # The site's browser assets (MathJax, RequireJS, the widgets' HTML manager), exactly as
 # package-lock.json has them; `npm ci` rewrites node_modules/.package-lock.json each time.
@@ -72,6 +72,16 @@ node_modules/.package-lock.json: package.json package-lock.json
 # from the committed outputs without executing them and without the network.
 site: $(STAMP) node_modules/.package-lock.json
 	$(PY) docs/build_site.py --out _build/site
+
+# The same site built from the student edition (no solutions, hidden tests or model answers),
+# in _build/site-student/: what students may be shown.
+site-student: $(STAMP) node_modules/.package-lock.json
+	$(PY) docs/build_site.py --out _build/site-student --student
+
+# A ready nbgrader course directory in _build/course/ (docs/tutors.md: from there to grades).
+course: $(STAMP)
+	rm -rf _build/course
+	$(PY) -m sparsegrad_lab course _build/course
 
 # The lessons without their solutions, to hand out, in _build/student/.
 student: $(STAMP)

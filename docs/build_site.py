@@ -41,7 +41,7 @@ from typing import Any
 
 from sphinx.pycode import ModuleAnalyzer
 
-from sparsegrad_lab.lessons import SOLUTION_TAG, exercise_titles
+from sparsegrad_lab.lessons import SOLUTION_TAG, exercise_titles, student_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -290,9 +290,15 @@ def api_reference(staging: Path) -> dict[str, str]:
     return {"<!-- api-package -->": top, "<!-- api-modules -->": f"{table}\n{toctree}"}
 
 
-def site_notebook(path: Path) -> dict[str, Any]:
-    """The lesson as the site shows it: solutions tagged to render collapsed, local badges."""
+def site_notebook(path: Path, student: bool = False) -> dict[str, Any]:
+    """The lesson as the site shows it: solutions tagged to render collapsed, local badges.
+
+    ``student``: the student edition nbgrader releases instead (no solution, hidden test or
+    model answer; no launch badges), with the lesson's own figures kept.
+    """
     notebook = json.loads(path.read_text(encoding="utf-8"))
+    if student:
+        notebook = student_notebook(notebook, keep_outputs=True, name=path.name)
     for cell in notebook["cells"]:
         if cell["cell_type"] == "markdown":
             text = _text(cell["source"])
@@ -325,7 +331,7 @@ def copy_assets(node_modules: Path, target: Path) -> None:
             shutil.copyfile(font, target / "html-manager" / font.name)
 
 
-def stage(staging: Path, node_modules: Path) -> None:
+def stage(staging: Path, node_modules: Path, student: bool = False) -> None:
     """Assemble the Sphinx source folder (see the module docstring)."""
     if staging.exists():
         shutil.rmtree(staging)
@@ -349,14 +355,14 @@ def stage(staging: Path, node_modules: Path) -> None:
         (staging / page.name).write_text(text, encoding="utf-8")
     for path in lessons:
         (staging / "notebooks" / path.name).write_text(
-            json.dumps(site_notebook(path), indent=1, ensure_ascii=False), encoding="utf-8"
+            json.dumps(site_notebook(path, student), indent=1, ensure_ascii=False), encoding="utf-8"
         )
     copy_assets(node_modules, staging / "assets")
 
 
-def build(out: Path, node_modules: Path) -> None:
+def build(out: Path, node_modules: Path, student: bool = False) -> None:
     staging = out.parent / f"{out.name}-src"
-    stage(staging, node_modules)
+    stage(staging, node_modules, student)
     if out.exists():
         shutil.rmtree(out)
     # -E: read every source again (the staging folder is new each time anyway); -q: warnings only.
@@ -372,9 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "site")
     parser.add_argument("--node-modules", type=Path, default=ROOT / "node_modules")
+    parser.add_argument(
+        "--student",
+        action="store_true",
+        help="the student edition: no solutions, hidden tests or model answers",
+    )
     args = parser.parse_args(argv)
     try:
-        build(args.out.resolve(), args.node_modules.resolve())
+        build(args.out.resolve(), args.node_modules.resolve(), args.student)
     except SiteBuildError as err:
         print(err, file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Command line: ``python -m sparsegrad_lab bench|lessons [options]`` (see ``--help``)."""
+"""Command line: ``python -m sparsegrad_lab bench|lessons|course [options]`` (see ``--help``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 from . import benchmark, benchmark_report
 from .benchmark import parse_batches, parse_sizes
+from .course import add_course_command, run_course_command
 from .errors import SparseGradLabError
 from .implementations import IMPLEMENTATIONS, REGISTRY
 from .lessons import (
@@ -330,6 +331,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-plot", action="store_true", help="do not write the .png plot")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_lessons_command(sub)
+    add_course_command(sub)
     return parser
 
 
@@ -442,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(args, argv)
     if args.command == "lessons":
         return run_lessons_command(args)
+    if args.command == "course":
+        return run_course_command(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,58 +1,64 @@
-"""The student edition: every solution replaced in place by a stub, no answer left anywhere.
+"""The lessons as nbgrader source notebooks, and the student edition nbgrader releases.
 
-Built from the repository's lessons with ``copy_lessons(..., student=True)``, the code path of
-``python -m sparsegrad_lab lessons DEST --student``. The checks read the notebooks generically
-(any lesson, any number of exercises): a cell tagged ``solution`` followed by its check cell.
+The instructor edition (``notebooks/``) is read generically, lesson by lesson:
 
-* structure: same cells, ids and positions; stubs in place of solutions, their outputs and
-  the check cells' outputs cleared, no hidden-source flag;
-* leaks: no line of a solution's source, no line of its saved output and no string literal of
-  it survives anywhere in the edition (check cells, other cells, outputs, metadata);
-* prose: no sentence still tells the reader that solutions are collapsed;
-* execution (slow): run with errors allowed, errors occur only in the stubs and the check
-  cells right after them, and every stub raises ``NotImplementedError``.
+* metadata: nbgrader's validator accepts every lesson; every cell is an answer, a test or
+  read-only; every answer region, hidden test and rubric sits where nbgrader looks for it;
+* tests that cannot be gamed from the notebook: the visible part of a test cell defines no
+  helper a student's code could call, and a hidden-tests region leaves no name behind;
+* the student edition (:func:`student_notebook`, ``copy_lessons(student=True)``): no line of a
+  solution, of a hidden test, of a model answer or rubric, and no output of an answer or test
+  cell survives anywhere in it; its stubs raise ``NotImplementedError``; its launch badges
+  open the tutor's repository or are gone; nothing speaks of a model answer it does not hold.
+
+Executing the student edition is the term's job (``tests/test_course.py``: the untouched
+release, autograded, scores zero and the grader finishes).
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
+from sparsegrad_lab.errors import InputValueError
 from sparsegrad_lab.lessons import (
     SOLUTION_TAG,
-    StudentEditionError,
     copy_lessons,
-    exercise_names,
+    course_source,
+    exercise_titles,
+    graded_cells,
+    launch_badges,
     lesson_paths,
-    stub_source,
-    student_markdown,
     student_notebook,
 )
+from sparsegrad_lab.notebook import BINDER_REPO, binder_url, colab_url
 
 LESSONS = lesson_paths()
 # Lines shorter than this (``)``, ``else:``, ``return x``) say nothing about an answer.
 MIN_LINE = 12
+REGION = re.compile(
+    r"^[ \t]*#+ BEGIN (?P<kind>SOLUTION|HIDDEN TESTS)[ \t]*\n(?P<body>.*?)^[ \t]*#+ END (?P=kind)",
+    re.M | re.S,
+)
 
 
 def _text(source: str | list[str]) -> str:
     return source if isinstance(source, str) else "".join(source)
 
 
-def _exercises(notebook: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
-    cells = notebook["cells"]
-    return [
-        (i, cell, cells[i + 1])
-        for i, cell in enumerate(cells)
-        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
-    ]
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _nbgrader(cell: dict[str, Any]) -> dict[str, Any]:
+    return dict(cell["metadata"].get("nbgrader", {}))
 
 
 def _strings(node: Any) -> Iterator[str]:
@@ -82,26 +88,26 @@ def _output_text(cell: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _significant_lines(text: str) -> list[str]:
+def _significant(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if len(line.strip()) >= MIN_LINE]
 
 
-def _answer_literals(source: str) -> list[str]:
-    """Strings a solution assigns outright (``answer = "G Bᴴ"``): a typed-in answer.
+def _secrets(notebook: dict[str, Any]) -> tuple[list[str], str]:
+    """The lines only the instructor may see, and everything else the lesson shows.
 
-    String arguments of library calls (``"dense"``, ``layout="coo"``) are not answers.
+    Secret: the lines of every solution and hidden-test region, and the outputs of answer and
+    test cells (printed by the instructor's solutions). A line the lesson also shows outside
+    them (a comment, a set-up call) gives nothing away.
     """
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    values = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)]
-    return [
-        const.value
-        for value in values
-        for const in ([value] if isinstance(value, ast.Constant) else getattr(value, "elts", []))
-        if isinstance(const, ast.Constant) and isinstance(const.value, str)
-    ]
+    secret, shown = [], []
+    for cell in notebook["cells"]:
+        source = _text(cell["source"])
+        secret += [m["body"] for m in REGION.finditer(source)]
+        shown.append(REGION.sub("", source))
+        meta = _nbgrader(cell)
+        (secret if meta.get("grade") or meta.get("solution") else shown).append(_output_text(cell))
+    visible = "\n".join(shown)
+    return [line for line in _significant("\n".join(secret)) if line not in visible], visible
 
 
 @pytest.fixture(scope="module")
@@ -109,226 +115,237 @@ def editions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     folder = tmp_path_factory.mktemp("student")
     written = copy_lessons(folder, student=True)
     assert [p.name for p in written] == [p.name for p in LESSONS]
-    return {p.name: json.loads(p.read_text()) for p in written}
+    return {p.name: _load(p) for p in written}
 
 
-def test_every_lesson_has_exercises() -> None:
-    for path in LESSONS:
-        assert _exercises(json.loads(path.read_text())), f"{path.name} has no solution cell"
+# ------------------------------------------------------------------- the nbgrader sources
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
-def test_stubs_replace_solutions_in_place(lesson: Path, editions: dict[str, Any]) -> None:
-    original = json.loads(lesson.read_text())
+def test_every_cell_is_an_answer_a_test_or_read_only(lesson: Path) -> None:
+    from nbgrader.nbgraderformat import MetadataValidator
+
+    notebook = nbformat.read(lesson, as_version=4)
+    MetadataValidator().validate_nb(notebook)  # nbgrader's own check: ids, points, schema
+    kinds = {"answer": 0, "test": 0, "written": 0}
+    for index, cell in enumerate(notebook.cells):
+        meta, where = _nbgrader(cell), f"{lesson.name}, cell {index + 1}"
+        source = cell.source
+        assert meta, f"{where} has no nbgrader metadata"
+        if meta["solution"] and not meta["grade"]:  # code a student writes
+            kinds["answer"] += 1
+            assert cell.cell_type == "code" and "### BEGIN SOLUTION" in source, where
+            assert SOLUTION_TAG in cell.metadata.get("tags", []), f"{where}: the site folds it"
+            assert not meta["locked"], where
+        elif meta["solution"]:  # a written answer, graded by hand: the model answer and rubric
+            kinds["written"] += 1
+            assert cell.cell_type == "markdown" and meta["points"] > 0, where
+            assert re.fullmatch(r"### BEGIN SOLUTION\n.+\n### END SOLUTION", source, re.S), where
+            assert "**Model answer.**" in source and "**Rubric" in source, where
+        elif meta["grade"]:  # an autograded test
+            kinds["test"] += 1
+            assert cell.cell_type == "code" and meta["points"] > 0 and meta["locked"], where
+            assert "### BEGIN HIDDEN TESTS" in source, f"{where}: no hidden tests"
+        else:
+            assert meta["locked"], f"{where} is neither an answer nor a test: read-only"
+        assert "source_hidden" not in cell.metadata.get("jupyter", {}), where
+    assert kinds["answer"] == kinds["test"] >= 3 and kinds["written"] >= 1, (lesson.name, kinds)
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_no_check_leaves_a_name_a_student_could_call(lesson: Path) -> None:
+    """A helper of a visible check, or anything a hidden test computes, could be read back.
+
+    The visible part of a test cell defines no function; a hidden-tests region is exactly a
+    function ``_hidden_tests``, its call and its deletion, so its references stay local.
+    """
+    for index, cell in enumerate(_load(lesson)["cells"]):
+        if not (_nbgrader(cell).get("grade") and cell["cell_type"] == "code"):
+            continue
+        where = f"{lesson.name}, cell {index + 1}"
+        source = _text(cell["source"])
+        visible, hidden = source.split("### BEGIN HIDDEN TESTS\n")
+        tree = ast.parse(visible)
+        assert not [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)], where
+        body = ast.parse(hidden.split("### END HIDDEN TESTS")[0]).body
+        assert [type(n) for n in body] == [ast.FunctionDef, ast.Expr, ast.Delete], where
+        assert ast.unparse(body[1]) == "_hidden_tests()" and ast.unparse(body[2]) == (
+            "del _hidden_tests"
+        ), where
+
+
+def test_points_and_titles_are_read_from_the_metadata() -> None:
+    for lesson in LESSONS:
+        notebook = _load(lesson)
+        graded = graded_cells(notebook)
+        assert len({c.grade_id for c in graded}) == len(graded)
+        titles = exercise_titles(notebook)
+        assert titles and all("BEGIN" not in t and "END" not in t for t in titles), lesson.name
+        # Each heading states its points: the sum of its graded cells'.
+        for title in titles:
+            stated = re.search(r"\((\d+) points?\)$", title)
+            assert stated, f"{lesson.name}: {title!r} does not state its points"
+            points = sum(c.points for c in graded if c.title == title)
+            assert int(stated[1]) == points, f"{lesson.name}: {title!r}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_the_first_cell_states_the_time_and_points(lesson: Path) -> None:
+    notebook = _load(lesson)
+    first = _text(notebook["cells"][0]["source"])
+    total = sum(c.points for c in graded_cells(notebook))
+    assert re.search(
+        r"\*\*Time\*\*: about [\d.]+ (hours|minutes) in all: \d+ minutes to read", first
+    )
+    assert f"({total} points)" in first, lesson.name
+
+
+# ------------------------------------------------------------------- the student edition
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_nothing_of_a_solution_survives(lesson: Path, editions: dict[str, Any]) -> None:
+    secret, _ = _secrets(_load(lesson))
+    assert secret, f"{lesson.name}: no solution found to look for"
     edition = editions[lesson.name]
+    everything = "\n".join(_strings(edition))
+    leaks = [line for line in secret if line in everything]
+    assert not leaks, f"{lesson.name} leaks:\n" + "\n".join(leaks)
+    for marker in ("BEGIN SOLUTION", "HIDDEN TESTS", "Model answer", "Rubric", "model answer"):
+        assert marker not in everything, f"{lesson.name}: {marker!r}"
+    assert all(not c.get("outputs") for c in edition["cells"]), "nbgrader clears every output"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_stubs_replace_answers_in_place(lesson: Path, editions: dict[str, Any]) -> None:
+    original, edition = _load(lesson), editions[lesson.name]
     nbformat.validate(nbformat.reads(json.dumps(edition), as_version=4))
     assert [(c["cell_type"], c.get("id")) for c in edition["cells"]] == [
         (c["cell_type"], c.get("id")) for c in original["cells"]
     ], f"{lesson.name}: cells moved, vanished or changed id"
-    for index, solution, check in _exercises(original):
-        stub, stub_check = edition["cells"][index], edition["cells"][index + 1]
-        where = f"{lesson.name}, cell {index + 1}"
-        assert (
-            _text(stub["source"])
-            .rstrip()
-            .endswith(
-                "raise NotImplementedError("
-                + ('"exercise not done yet: replace this cell with your solution")')
-            )
-        ), where
-        names = exercise_names(_text(solution["source"]), _text(check["source"]))
-        assert _text(stub["source"]) == stub_source(names), where
-        assert stub["outputs"] == [] and stub["execution_count"] is None, where
-        assert "source_hidden" not in stub["metadata"].get("jupyter", {}), where
-        assert SOLUTION_TAG not in stub["metadata"].get("tags", []), where
-        assert _text(stub_check["source"]) == _text(check["source"]), f"{where}: check changed"
-        assert stub_check["outputs"] == [] and stub_check["execution_count"] is None, where
-    # Everything else is untouched.
-    changed = {i for i, _, _ in _exercises(original)} | {i + 1 for i, _, _ in _exercises(original)}
-    for index, (before, after) in enumerate(zip(original["cells"], edition["cells"], strict=True)):
-        if index not in changed and before["cell_type"] == "code":
-            assert before == after, f"{lesson.name}: cell {index + 1} changed"
+    for before, after in zip(original["cells"], edition["cells"], strict=True):
+        meta, source = _nbgrader(before), _text(after["source"])
+        if meta["solution"] and before["cell_type"] == "code":
+            assert "# YOUR CODE HERE\n" in source and "raise NotImplementedError()" in source
+            # What the student must define stays: the signature above the stub.
+            kept = _text(before["source"]).split("### BEGIN SOLUTION")[0].strip()
+            assert source.startswith(kept.split("\n")[0])
+            assert SOLUTION_TAG not in after["metadata"].get("tags", [])
+        elif meta["solution"]:
+            assert source == "YOUR ANSWER HERE"
+        elif meta["grade"]:
+            visible = _text(before["source"]).split("### BEGIN HIDDEN TESTS")[0]
+            assert source.rstrip() == visible.rstrip()
+        else:
+            assert after["metadata"].get("editable") is False, "read-only cells are locked"
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
-def test_no_solution_survives_anywhere(lesson: Path, editions: dict[str, Any]) -> None:
-    original = json.loads(lesson.read_text())
-    everything = "\n".join(_strings(editions[lesson.name]))
-    exercises = _exercises(original)
-    # A line the lesson also shows outside its exercises (a marker comment, a set-up call) is
-    # not the solution's: it leaks nothing when it stays there.
-    in_exercises = {i for i, _, _ in exercises} | {i + 1 for i, _, _ in exercises}
-    shown = "\n".join(
-        _text(cell["source"]) for i, cell in enumerate(original["cells"]) if i not in in_exercises
-    )
-    leaks = []
-    for index, solution, check in exercises:
-        source = _text(solution["source"])
-        where = f"{lesson.name}, exercise at cell {index + 1}"
-        leaks += [
-            f"{where}: source line {line!r}"
-            for line in _significant_lines(source)
-            if line in everything and line not in shown
-        ]
-        leaks += [
-            f"{where}: output line {line!r}"
-            for line in _significant_lines(_output_text(solution))
-            if line in everything
-        ]
-        # An answer typed into the check (`assert answer == "G Bᴴ"`) gives it away too.
-        check_source = _text(check["source"])
-        leaks += [
-            f"{where}: the check cell contains the solution's literal {literal!r}"
-            for literal in _answer_literals(source)
-            if literal in check_source
-        ]
-    assert not leaks, "\n".join(leaks)
+def test_a_site_edition_keeps_the_lesson_s_outputs_only(lesson: Path) -> None:
+    original = _load(lesson)
+    site = student_notebook(original, keep_outputs=True, name=lesson.name)
+    secret, _ = _secrets(original)
+    everything = "\n".join(_strings(site))
+    assert not [line for line in secret if line in everything], lesson.name
+    for before, after in zip(original["cells"], site["cells"], strict=True):
+        meta = _nbgrader(before)
+        if before["cell_type"] != "code":
+            continue
+        if meta["solution"] or meta["grade"]:
+            assert after["outputs"] == [], lesson.name
+        else:
+            assert after["outputs"] == before["outputs"], lesson.name
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
-def test_prose_no_longer_speaks_of_collapsed_solutions(
-    lesson: Path, editions: dict[str, Any]
+def test_no_lesson_speaks_of_what_the_student_edition_lacks() -> None:
+    for lesson in LESSONS:
+        for index, cell in enumerate(_load(lesson)["cells"]):
+            if cell["cell_type"] != "markdown" or _nbgrader(cell).get("solution"):
+                continue
+            text = _text(cell["source"]).lower()
+            for wording in (
+                "model answer",
+                "collapsed",
+                "click",
+                "then compare",
+                "solutions hidden",
+            ):
+                assert wording not in text, f"{lesson.name}, cell {index + 1}: {wording!r}"
+
+
+# ------------------------------------------------------------------------ launch badges
+
+
+def test_badges_are_gone_by_default_and_never_open_the_instructor_edition(
+    editions: dict[str, Any],
 ) -> None:
-    for index, cell in enumerate(editions[lesson.name]["cells"]):
-        if cell["cell_type"] == "markdown":
-            text = _text(cell["source"])
-            # Rewriting the rewritten text changes nothing: no sentence left to fix.
-            assert student_markdown(text) == text, f"{lesson.name}, cell {index + 1}"
-            assert "collapsed cell" not in text.lower(), f"{lesson.name}, cell {index + 1}"
-            # nothing to compare with: the solutions are gone
-            assert "then compare" not in text.lower(), f"{lesson.name}, cell {index + 1}"
+    for name, edition in editions.items():
+        text = json.dumps(edition)
+        assert "mybinder.org/v2" not in text and "colab.research.google.com/github" not in text
+        assert BINDER_REPO not in text.replace(f"git+https://github.com/{BINDER_REPO}", ""), name
 
 
-# ------------------------------------------------------------------- the pure functions
+def test_badges_open_the_repository_the_tutor_names(tmp_path: Path) -> None:
+    copy_lessons(tmp_path, student=True, repo="tutor/sparse-course", branch="spring")
+    first = _text(_load(tmp_path / "00_start_here.ipynb")["cells"][0]["source"])
+    assert (
+        "(https://mybinder.org/v2/gh/tutor/sparse-course/spring?urlpath=lab/tree/"
+        "00_start_here.ipynb)" in first
+    )
+    assert (
+        "(https://colab.research.google.com/github/tutor/sparse-course/blob/spring/"
+        "00_start_here.ipynb)" in first
+    )
 
 
 @pytest.mark.parametrize(
-    ("solution", "check", "names"),
+    ("repo", "branch", "message"),
     [
-        ("n_max = 3", "assert n_max == 3", ["n_max"]),
-        # helpers the check does not read are not asked for
-        ("def f(x):\n    return x\n\nn_max = f(2)", "print(n_max)", ["n_max"]),
-        ("a, (b, c) = 1, (2, 3)", "assert c", ["c"]),
-        # nothing read: everything bound is named
-        ("x = 1\ny = 2", "print('ok')", ["x", "y"]),
-        ("for k in range(3):\n    total = k", "", ["k", "total"]),
-        ("class Net:\n    pass", "Net()", ["Net"]),
-        # acts only: no name to ask for
-        ("loss.backward()", "assert w.grad is not None", []),
-        # IPython lines do not stop the parse
-        ("%time y = 2\nz = 3", "z", ["z"]),
+        (BINDER_REPO, "main", "instructor edition"),
+        ("not a repo", "main", "OWNER/NAME"),
+        ("tutor/course", "", "branch"),
+        ("tutor/course", "a b", "branch"),
     ],
 )
-def test_exercise_names(solution: str, check: str, names: list[str]) -> None:
-    assert exercise_names(solution, check) == names
+def test_bad_badge_settings_are_refused(repo: str, branch: str, message: str) -> None:
+    with pytest.raises(InputValueError, match=message):
+        launch_badges("", repo, branch)
 
 
-def test_stub_without_names_still_says_what_to_do() -> None:
-    stub = stub_source([])
-    assert stub.startswith("# Your turn:") and "raise NotImplementedError" in stub
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (
-            "and ends with exercises whose solutions are hidden (click the collapsed cell to "
-            "reveal one).",
-            "and ends with exercises for you to solve.",
-        ),
-        (
-            "Each solution is in a collapsed cell (click it to expand); the cell after it "
-            "checks the answer\nwith an `assert`.",
-            "Write each solution in the cell that raises `NotImplementedError`; the cell after "
-            "it checks the answer\nwith an `assert`.",
-        ),
-        (
-            "Before.\n<details>\n<summary>Show the answer</summary>\n\nBecause $n m$.\n"
-            "</details>\nAfter.",
-            "Before.\n*Write your answer here.*\nAfter.",
-        ),
-        (
-            "Try first, then compare. Exercise 3 is harder.",
-            "Try each one yourself before running its check. Exercise 3 is harder.",
-        ),
-        # other hidden things and other details blocks are left alone
-        ("For the hidden true weights we take shares.", None),
-        ("<details><summary>More about CSR</summary>Row pointers.</details>", None),
-    ],
-)
-def test_student_markdown(text: str, expected: str | None) -> None:
-    assert student_markdown(text) == (text if expected is None else expected)
-
-
-def test_unknown_wording_about_hidden_solutions_is_refused() -> None:
-    with pytest.raises(StudentEditionError, match=r"lesson X, cell 3.*no rule rewrites"):
-        student_markdown("Solutions are hidden behind a fold.", where="lesson X, cell 3")
-
-
-def _code_cell(source: str, tags: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "cell_type": "code",
-        "id": f"c{abs(hash(source)) % 10**6}",
-        "source": source,
-        "metadata": {"tags": tags or []},
-        "outputs": [],
-        "execution_count": None,
-    }
-
-
-def test_solution_without_a_check_cell_is_refused() -> None:
-    notebook = {"cells": [_code_cell("x = 1", [SOLUTION_TAG])], "metadata": {}}
-    with pytest.raises(StudentEditionError, match="no check cell"):
-        student_notebook(notebook, name="n.ipynb")
-
-
-def test_markdown_solution_is_refused() -> None:
-    cell = {"cell_type": "markdown", "id": "m", "source": "x", "metadata": {"tags": ["solution"]}}
-    notebook = {"cells": [cell, _code_cell("x")], "metadata": {}}
-    with pytest.raises(StudentEditionError, match="markdown cell"):
-        student_notebook(notebook)
-
-
-def test_the_leak_checks_can_fail() -> None:
-    # A check cell that repeats the answer, as the old lessons did, is caught.
-    solution = _code_cell('answer = "G Bᴴ"\nsampled_values = compute()', [SOLUTION_TAG])
-    check = _code_cell('assert answer == "G Bᴴ"')
-    edition = student_notebook({"cells": [solution, check], "metadata": {}})
-    assert _answer_literals(_text(solution["source"])) == ["G Bᴴ"]
-    assert "G Bᴴ" in "\n".join(_strings(edition))
-
-
-# ------------------------------------------------------------------------- execution
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
-def test_errors_only_in_stubs_and_their_checks(
-    lesson: Path, editions: dict[str, Any], tmp_path: Path
-) -> None:
-    original = json.loads(lesson.read_text())
-    stubs = {i for i, _, _ in _exercises(original)}
-    allowed = stubs | {i + 1 for i in stubs}
-    notebook = nbformat.reads(json.dumps(editions[lesson.name]), as_version=4)
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    env.setdefault("OMP_NUM_THREADS", "2")
-    client = NotebookClient(
-        notebook,
-        timeout=300,
-        allow_errors=True,
-        resources={"metadata": {"path": str(tmp_path)}},
+def test_launch_badges_touch_only_the_instructor_edition_s_links() -> None:
+    lesson = "02_sparsity_patterns.ipynb"
+    text = (
+        f"# 02\n\n[![Open in Binder](b.svg)]({binder_url(lesson)})\n"
+        f"[![Open in Colab](c.svg)]({colab_url(lesson)})\n\n"
+        "Text with [![other](o.svg)](https://example.org/x) kept."
     )
-    client.execute(cwd=str(tmp_path), env=env)  # the kernel's environment
-    errors = {
-        i: output
-        for i, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if output.output_type == "error"
-    }
-    unexpected = {i: f"{o.ename}: {o.evalue}" for i, o in errors.items() if i not in allowed}
-    assert not unexpected, f"{lesson.name}: errors outside the exercises (cell index): {unexpected}"
-    for index in stubs:
-        assert index in errors and errors[index].ename == "NotImplementedError", (
-            f"{lesson.name}: the stub at cell {index + 1} did not raise NotImplementedError"
+    assert launch_badges(text) == "# 02\n\nText with [![other](o.svg)](https://example.org/x) kept."
+    moved = launch_badges(text, "t/c", "b", "lessons")
+    assert (
+        "https://mybinder.org/v2/gh/t/c/b?urlpath=lab/tree/lessons/02_sparsity_patterns.ipynb"
+        in moved
+    )
+    assert "https://example.org/x" in moved
+
+
+def test_course_source_is_the_instructor_edition_less_badges_and_site_tags() -> None:
+    for lesson in LESSONS:
+        original = _load(lesson)
+        source = course_source(original)
+        assert json.dumps(source).count("BEGIN SOLUTION") == json.dumps(original).count(
+            "BEGIN SOLUTION"
         )
+        assert not any(SOLUTION_TAG in c["metadata"].get("tags", []) for c in source["cells"])
+        assert _load(lesson) == original, "the input is unchanged"
+
+
+def test_lessons_command_refuses_badges_without_student(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparsegrad_lab.__main__ import main
+
+    assert main(["lessons", str(tmp_path / "a"), "--repo", "tutor/course"]) == 2
+    assert main(["lessons", str(tmp_path / "b"), "--student", "--branch", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "--student" in err and "--branch needs --repo" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
