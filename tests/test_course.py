@@ -467,7 +467,12 @@ def test_nbgrader_s_extension_works_in_the_locked_jupyterlab(tmp_path: Path) -> 
     """
     import urllib.request
 
-    from support.browser_support import find_chromium, launched_chromium, open_page, running_jupyter_lab
+    from support.browser_support import (
+        find_chromium,
+        launched_chromium,
+        open_page,
+        running_jupyter_lab,
+    )
 
     chromium = find_chromium()
     if chromium is None:
