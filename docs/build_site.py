@@ -30,6 +30,7 @@ import ast
 import importlib
 import inspect
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -367,7 +368,10 @@ def build(out: Path, node_modules: Path, student: bool = False) -> None:
         shutil.rmtree(out)
     # -E: read every source again (the staging folder is new each time anyway); -q: warnings only.
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-q", str(staging), str(out)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    edition = {"SPARSEGRAD_SITE_EDITION": "student" if student else "instructor"}
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **edition}
+    )
     if result.returncode != 0:
         raise SiteBuildError(f"sphinx-build failed:\n{result.stdout}\n{result.stderr}")
     if result.stderr.strip():

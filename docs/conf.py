@@ -5,6 +5,8 @@ MathJax, RequireJS and the widgets' HTML manager are served from the site's own 
 folder (build_site.py copies them from node_modules/), never from a CDN.
 """
 
+import os
+
 from sphinx.application import Sphinx
 
 from sparsegrad_lab import __version__
@@ -77,3 +79,15 @@ def setup(app: Sphinx) -> None:
     # Lesson 01's title holds maths and the navigation shows it on every page, so MathJax
     # must load everywhere, not only where a page's own body has maths (Sphinx's default).
     app.set_html_assets_policy("always")
+
+
+# The student site (build_site.py --student) links to no repository and launches nothing: the
+# public repository and its Binder hold the instructor edition, solutions included.
+if os.environ.get("SPARSEGRAD_SITE_EDITION") == "student":
+    for option in ("repository_url", "repository_branch", "use_repository_button"):
+        html_theme_options.pop(option)
+    html_theme_options.pop("launch_buttons")
+    html_theme_options["announcement"] = (
+        "A static copy of the lessons: widgets show their saved state and do not respond. "
+        "Your tutor says where to run them."
+    )

@@ -457,3 +457,33 @@ def test_api_module_page(offline: OfflinePage, server: str, page: str) -> None:
     heading = offline.page.locator("article h1").first.inner_text()
     assert module.__name__ in heading, f"{page}: heading {heading!r}"
     assert not offline.errors, f"{page}: script errors: {offline.errors}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda path: path.stem)
+def test_the_student_site_shows_no_solution_and_launches_nothing(lesson: Path) -> None:
+    instructor = json.dumps(build_site.site_notebook(lesson))
+    student = json.dumps(build_site.site_notebook(lesson, student=True))
+    assert "### BEGIN SOLUTION" in instructor  # what the student edition must not keep
+    for leftover in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "_hidden_tests", "mybinder.org/v2"):
+        assert leftover not in student, f"{lesson.name}: the student site keeps {leftover!r}"
+    assert "NotImplementedError" in student  # the stubs are there instead
+
+
+def test_the_student_site_configuration_drops_the_launch_buttons() -> None:
+    conf = (ROOT / "docs" / "conf.py").read_text(encoding="utf-8")
+    options: dict[str, Any] = {}
+    for edition in ("instructor", "student"):
+        namespace: dict[str, Any] = {}
+        previous = os.environ.get("SPARSEGRAD_SITE_EDITION")
+        os.environ["SPARSEGRAD_SITE_EDITION"] = edition
+        try:
+            exec(compile(conf, "conf.py", "exec"), namespace)
+        finally:
+            if previous is None:
+                del os.environ["SPARSEGRAD_SITE_EDITION"]
+            else:
+                os.environ["SPARSEGRAD_SITE_EDITION"] = previous
+        options[edition] = namespace["html_theme_options"]
+    assert "launch_buttons" in options["instructor"] and "repository_url" in options["instructor"]
+    assert "launch_buttons" not in options["student"]
+    assert "repository_url" not in options["student"]
