@@ -98,9 +98,9 @@ student: $(STAMP)
 # first fails; the target fails if either did.
 # The lessons run with --nbval-lax: each cell must execute without an error, but the saved
 # outputs are torch 2.13.0's, and the version line, timings and measured bytes differ by
-# release. Their memory budget (tests/support/notebook_budget.py) is left to `make test`:
-# they are Binder's, which runs the CPU build, while any torch but 2.13.0 comes from PyPI as
-# the CUDA build (about 3 GB with its nvidia-* wheels), whose every process holds some 170 MiB
+# release. Their memory budget (tests/support/notebook_budget.py) is left to `make test`: it
+# is Binder's, which runs the CPU build, while any torch but 2.13.0 comes from PyPI as the
+# CUDA build (about 3 GB with its nvidia-* wheels), whose every process holds some 170 MiB
 # more -- lesson 05's kernel and its two DistributedDataParallel workers went over 1.5 GiB.
 # PIP_CONSTRAINT=/dev/null replaces a machine-wide pip constraints file that may cap torch
 # below the release asked for (pip ignores an empty PIP_CONSTRAINT).
