@@ -60,7 +60,7 @@ def lesson_explorers() -> dict[str, Any]:
     Building runs each callback once (the memory explorer measures its starting setting), and
     what they print is swallowed.
     """
-    # 01_gradient_derivation, section "explore": A10, G10, B10.
+    # 02_gradient_derivation, section "explore": A10, G10, B10.
     torch.manual_seed(0)
     A = uniform_random(6, 8, nnz=14, seed=4, dtype=torch.float64)
     B = torch.randn(8, 5, dtype=torch.float64)

@@ -76,7 +76,7 @@ html_theme_options = {
 
 
 def setup(app: Sphinx) -> None:
-    # Lesson 01's title holds maths and the navigation shows it on every page, so MathJax
+    # Lesson 02's title holds maths and the navigation shows it on every page, so MathJax
     # must load everywhere, not only where a page's own body has maths (Sphinx's default).
     app.set_html_assets_policy("always")
 

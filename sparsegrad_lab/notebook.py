@@ -33,8 +33,8 @@ LOCKED_TORCH = "2.13.0"
 def binder_url(notebook: str) -> str:
     """The mybinder.org link that opens ``notebook`` in JupyterLab.
 
-    >>> binder_url("01_gradient_derivation.ipynb")
-    'https://mybinder.org/v2/gh/sparsegrad-lab/sparsegrad_lab/HEAD?urlpath=lab/tree/notebooks/01_gradient_derivation.ipynb'
+    >>> binder_url("02_gradient_derivation.ipynb")
+    'https://mybinder.org/v2/gh/sparsegrad-lab/sparsegrad_lab/HEAD?urlpath=lab/tree/notebooks/02_gradient_derivation.ipynb'
     """
     return f"https://mybinder.org/v2/gh/{BINDER_REPO}/HEAD?urlpath=lab/tree/notebooks/{notebook}"
 
@@ -42,8 +42,8 @@ def binder_url(notebook: str) -> str:
 def colab_url(notebook: str) -> str:
     """The Colab link that opens ``notebook`` from :data:`BINDER_REPO`, as Binder does.
 
-    >>> colab_url("01_gradient_derivation.ipynb")
-    'https://colab.research.google.com/github/sparsegrad-lab/sparsegrad_lab/blob/main/notebooks/01_gradient_derivation.ipynb'
+    >>> colab_url("02_gradient_derivation.ipynb")
+    'https://colab.research.google.com/github/sparsegrad-lab/sparsegrad_lab/blob/main/notebooks/02_gradient_derivation.ipynb'
     """
     return (
         f"https://colab.research.google.com/github/{BINDER_REPO}/blob/{COLAB_BRANCH}"

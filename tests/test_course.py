@@ -77,7 +77,7 @@ def largest_fitting_n(budget_bytes, p=16, step=1000):
     ),
     # "my_grad = A_ex_leaf.grad.coalesce().values()": autograd's answer, as the check made it.
     "01-ex1-autograd": Bypass(
-        "01_gradient_derivation",
+        "02_gradient_derivation",
         "ex1-least-squares-grad",
         "ex1-least-squares-grad-tests",
         """
@@ -89,7 +89,7 @@ def least_squares_grad(A, B, Y):
     ),
     # "sampled = A_cx_leaf.grad.coalesce().values()"
     "01-ex2-autograd": Bypass(
-        "01_gradient_derivation",
+        "02_gradient_derivation",
         "ex2-stored-gradient",
         "ex2-stored-gradient-tests",
         """
@@ -101,7 +101,7 @@ def stored_gradient(A, B, G):
     ),
     # "my_second = expected_db": the check's own double backward.
     "01-ex4-expected-db": Bypass(
-        "01_gradient_derivation",
+        "02_gradient_derivation",
         "ex4-second-derivative",
         "ex4-second-derivative-tests",
         """
@@ -116,7 +116,7 @@ def second_derivative(A, G, K):
     ),
     # "hub_name = name": the hub by networkx degrees, against the rule.
     "02-ex1-networkx": Bypass(
-        "02_sparsity_patterns",
+        "01_sparsity_patterns",
         "ex1-longest-row",
         "ex1-longest-row-tests",
         """
@@ -127,7 +127,7 @@ def longest_row(crow):
     ),
     # Exercise 4's rule: no coalesce() and no to_sparse_csr() -- the old check's reference.
     "02-ex4-to-sparse-csr": Bypass(
-        "02_sparsity_patterns",
+        "01_sparsity_patterns",
         "ex4-coalesce-compress",
         "ex4-coalesce-compress-tests",
         """
@@ -403,15 +403,15 @@ def test_course_command_refuses_before_writing(
 
 def test_course_badges_open_the_tutors_repository(tmp_path: Path) -> None:
     write_course(tmp_path, repo="tutor/course", branch="term1", folder="release/{lesson}")
-    text = tmp_path / "source" / "01_gradient_derivation" / "01_gradient_derivation.ipynb"
+    text = tmp_path / "source" / "02_gradient_derivation" / "02_gradient_derivation.ipynb"
     first = "".join(json.loads(text.read_text())["cells"][0]["source"])
     assert (
         "https://mybinder.org/v2/gh/tutor/course/term1?urlpath=lab/tree/"
-        "release/01_gradient_derivation/01_gradient_derivation.ipynb" in first
+        "release/02_gradient_derivation/02_gradient_derivation.ipynb" in first
     )
     assert (
         "https://colab.research.google.com/github/tutor/course/blob/term1/"
-        "release/01_gradient_derivation/01_gradient_derivation.ipynb" in first
+        "release/02_gradient_derivation/02_gradient_derivation.ipynb" in first
     )
     assert "sparsegrad-lab/sparsegrad_lab" not in first
 

@@ -189,12 +189,12 @@ def test_uniform_random_spreads_entries_over_all_rows_and_columns(n, nnz):
 
 
 # torch's CPU randint reduces a raw draw modulo the range: in torch 2.4 a 32-bit word for any
-# range below 2**32, so that at 50_000 x 50_000 positions (lesson 02) 58 % of the draws fell
+# range below 2**32, so that at 50_000 x 50_000 positions (lesson 01) 58 % of the draws fell
 # in the lower half, and at 1.7e9 positions (below 2**31) 60 %. Later releases take a 64-bit
 # word from 2**28 on. A generator must not depend on either: every range it asks randint for
 # stays below 2**28, where each torch reduces one 32-bit word, exactly for a power of two.
 LARGE_DRAWS = {
-    "uniform 50_000 x 50_000 (lesson 02)": lambda: uniform_random(50_000, 50_000, nnz=20_000),
+    "uniform 50_000 x 50_000 (lesson 01)": lambda: uniform_random(50_000, 50_000, nnz=20_000),
     "uniform 1.7e9 positions": lambda: uniform_random(40_000, 42_950, nnz=20_000),
     "uniform 20_000 x 20_000 (lesson 03)": lambda: uniform_random(20_000, 20_000, nnz=2_000),
     "uniform, one row of 3 * 2**31": lambda: uniform_random(1, 3 * 2**31, nnz=1_000),

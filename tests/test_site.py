@@ -337,7 +337,7 @@ def test_api_reference_documents_exactly_the_public_api(site: Path) -> None:
 
 
 def test_home_page_lists_every_lesson(offline: OfflinePage, server: str) -> None:
-    # expect_math: lesson 01's title in the navigation holds maths, on every page.
+    # expect_math: lesson 02's title in the navigation holds maths, on every page.
     _check_common(offline, f"{server}/index.html", "index.html", expect_math=True)
     links = offline.page.eval_on_selector_all(
         "table a[href]", "links => links.map(a => a.getAttribute('href'))"

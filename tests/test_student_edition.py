@@ -313,7 +313,7 @@ def test_bad_badge_settings_are_refused(repo: str, branch: str, message: str) ->
 
 
 def test_launch_badges_touch_only_the_instructor_edition_s_links() -> None:
-    lesson = "02_sparsity_patterns.ipynb"
+    lesson = "01_sparsity_patterns.ipynb"
     text = (
         f"# 02\n\n[![Open in Binder](b.svg)]({binder_url(lesson)})\n"
         f"[![Open in Colab](c.svg)]({colab_url(lesson)})\n\n"
@@ -322,7 +322,7 @@ def test_launch_badges_touch_only_the_instructor_edition_s_links() -> None:
     assert launch_badges(text) == "# 02\n\nText with [![other](o.svg)](https://example.org/x) kept."
     moved = launch_badges(text, "t/c", "b", "lessons")
     assert (
-        "https://mybinder.org/v2/gh/t/c/b?urlpath=lab/tree/lessons/02_sparsity_patterns.ipynb"
+        "https://mybinder.org/v2/gh/t/c/b?urlpath=lab/tree/lessons/01_sparsity_patterns.ipynb"
         in moved
     )
     assert "https://example.org/x" in moved
