@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import repo2docker  # only to find its frozen base environment
-from test_pins import BINDER_BASE_PROVIDES, PYTHON_MINOR, normalize_name
+from support.pins import BINDER_BASE_PROVIDES, PYTHON_MINOR, normalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
