@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ._torch_util import INVARIANTS_NOTICE
 from .implementations import Case, get_implementation, make_inputs
 from .memory_guard import proc_field_kib
 
@@ -47,7 +48,7 @@ def silence_torch_sparse_notices() -> None:
     invariants, which makes torch warn. (The CSR beta notice is spent by ``import
     sparsegrad_lab``, see ``_torch_util``.)
     """
-    warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+    warnings.filterwarnings("ignore", message=INVARIANTS_NOTICE)
 
 
 @contextlib.contextmanager
