@@ -1,11 +1,13 @@
 """The sampled dense-dense product: the gradient of ``A`` at ``A``'s own positions.
 
-For :math:`C = A B` with loss :math:`L` and upstream gradient :math:`G = \\partial L /
-\\partial \\bar C` (torch's convention, which makes the complex case come out conjugated),
+For :math:`C = A B` with a real loss :math:`L` and upstream gradient :math:`G` = ``C.grad``,
+which torch defines as :math:`\\partial L / \\partial \\operatorname{Re} C + i\\, \\partial L /
+\\partial \\operatorname{Im} C = 2\\, \\partial L / \\partial \\bar C` (plain :math:`\\partial L /
+\\partial C` for real tensors), the gradient torch stores for ``A``, in the same convention, is
 
 .. math::
 
-    \\frac{\\partial L}{\\partial \\bar A_{ij}} = \\sum_l G_{il} \\overline{B_{jl}}
+    2\\, \\frac{\\partial L}{\\partial \\bar A_{ij}} = \\sum_l G_{il} \\overline{B_{jl}}
     = (G B^{\\mathsf H})_{ij},
 
 but ``A`` only *has* the entries :math:`(r_k, c_k)` it stores, so only
@@ -14,7 +16,15 @@ but ``A`` only *has* the entries :math:`(r_k, c_k)` it stores, so only
 
     s_k = \\sum_{l=1}^{p} G_{r_k l} \\, \\overline{B_{c_k l}}, \\qquad k = 1, \\dots, \\mathrm{nnz}
 
-is needed. Three ways to get the same ``s`` -- the spine of the lessons:
+is needed. The factor 2 is torch's, not a slip: for :math:`L = |z|^2 = z \\bar z`,
+:math:`\\partial L / \\partial \\bar z = z`, and ``z.grad`` is twice that:
+
+>>> z = torch.tensor(1 + 2j, requires_grad=True)
+>>> (z.abs() ** 2).backward()
+>>> z.grad
+tensor(2.+4.j)
+
+Three ways to get the same ``s`` -- the spine of the lessons:
 
 ``"dense"``
     form :math:`G B^{\\mathsf H}` (``n x m`` per batch item), then pick the stored entries.
