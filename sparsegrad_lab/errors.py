@@ -48,14 +48,19 @@ class MemoryBudgetError(SparseGradLabError, MemoryError):
 def format_bytes(num_bytes: float) -> str:
     """Render a byte count with a binary unit, e.g. ``format_bytes(3 * 2**30) == '3.00 GiB'``.
 
+    The unit is chosen after rounding, so a count just below a unit boundary reads as one of
+    the next unit, never as ``1024.00`` of the smaller one.
+
     >>> format_bytes(1536)
     '1.50 KiB'
+    >>> format_bytes(2**20 - 1)
+    '1.00 MiB'
     """
-    if abs(num_bytes) < 1024:
+    if round(abs(num_bytes)) < 1024:
         return f"{num_bytes:.0f} B"
     value = float(num_bytes)
     for unit in ("KiB", "MiB", "GiB"):
         value /= 1024
-        if abs(value) < 1024:
+        if abs(round(value, 2)) < 1024:
             return f"{value:.2f} {unit}"
     return f"{value / 1024:.2f} TiB"
