@@ -29,12 +29,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from sparsegrad_lab import BACKWARD_STRATEGIES
+from sparsegrad_lab import BACKWARD_STRATEGIES, BackwardStrategy, sparse_mm
 
 __all__ = [
     "CUDA_DEVICE_PARAMS",
     "DEVICES",
     "DEVICE_PARAMS",
+    "DOUBLE_DTYPES",
     "DTYPES",
     "HALF_DTYPES",
     "LAYOUTS",
@@ -51,6 +52,7 @@ __all__ = [
     "dense_reference",
     "densities",
     "dims",
+    "fixed_problem",
     "load_hypothesis_profile",
     "make_generator",
     "operation_grid",
@@ -59,6 +61,7 @@ __all__ = [
     "random_dense",
     "random_sparse",
     "reference_dtype",
+    "run_sparse_mm",
     "sparse_from_mask",
     "uncoalesced_coo",
 ]
@@ -69,6 +72,8 @@ __all__ = [
 
 #: The dtypes ``sparse_mm`` supports on every device.
 DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+#: The dtypes ``gradcheck`` and ``gradgradcheck`` run in (finite differences need them).
+DOUBLE_DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.complex128)
 #: Supported by ``sparse_mm`` on CUDA only (torch's CPU CSR kernels have no half matmul).
 HALF_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
 LAYOUTS: tuple[torch.layout, ...] = (torch.sparse_coo, torch.sparse_csr)
@@ -474,3 +479,30 @@ def problems(draw: Any, *, batched: bool | None = None, max_batch: int = 3) -> P
         density=draw(densities),
         seed=draw(st.integers(min_value=0, max_value=2**31 - 1)),
     )
+
+
+def fixed_problem(batched: bool, *, n: int = 3, m: int = 4, p: int = 2, seed: int = 0) -> Problem:
+    """A small :class:`Problem` at density 0.5: 2-D, or a batch of two when ``batched``."""
+    return Problem(batch=2 if batched else None, n=n, m=m, p=p, density=0.5, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------
+# one call of the operation
+# --------------------------------------------------------------------------------------------
+
+
+def run_sparse_mm(
+    A: Tensor,
+    B: Tensor,
+    G: Tensor,
+    strategy: BackwardStrategy,
+    *,
+    grad_A: bool = True,
+    grad_B: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fresh leaves, ``C = sparse_mm(A, B)``, ``C.backward(G)``; returns ``(C, A, B)``."""
+    A = A.detach().clone().requires_grad_(grad_A)
+    B = B.detach().clone().requires_grad_(grad_B)
+    C = sparse_mm(A, B, backward=strategy)
+    C.backward(G)
+    return C, A, B
