@@ -370,3 +370,42 @@ def test_free_stem_looks_only_at_the_suffixes_it_is_given(tmp_path: Path) -> Non
     assert report.free_stem(stem) == stem  # .json and .png are free
     assert report.free_stem(stem, (".txt",)) == tmp_path / f"{stem.name}-run2"
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem.name}.txt"]  # creates nothing
+
+
+# ---- output names (moved from test_main.py)
+
+
+def test_default_names_differ_between_grids_and_read_as_sizes() -> None:
+    one = report.default_output_stem("r", "cpu", "300:1500:8")
+    other = report.default_output_stem("r", "cpu", "200:800:4")
+    assert one != other and one.name.endswith("-n300-nnz1500-p8")
+    # The same grid written another way is the same name; round numbers stay short.
+    same = report.default_output_stem("r", "cpu", " 3e2:1_500:8 ")
+    assert same == one
+    assert report.default_output_stem("r", "cpu", "2e4:2e5:32").name.endswith("-n2e4-nnz2e5-p32")
+    # A long list of sizes: how many, and a stable hash of them, not a name too long to write.
+    many = ",".join(f"{n}:{n}:8" for n in range(100, 140))
+    name = report.default_output_stem("r", "cpu", many).name
+    assert "-40sizes-" in name and len(name) < 80
+    assert name == report.default_output_stem("r", "cpu", many).name
+    today = f"{report.device_tag('cpu')}-{datetime.date.today().isoformat()}"
+    assert report.default_output_stem("r", "cpu", "small").name == today
+
+
+def test_free_stem_numbers_runs_whose_name_is_taken(tmp_path: Path) -> None:
+    stem = tmp_path / "cpu-2threads-2026-12-03-reference"
+    assert report.free_stem(stem) == stem
+    stem.with_suffix(".png").write_text("")  # a plot alone takes the name too
+    assert report.free_stem(stem) == tmp_path / f"{stem.name}-run2"
+    (tmp_path / f"{stem.name}-run2.json").write_text("{}")
+    assert report.free_stem(stem) == tmp_path / f"{stem.name}-run3"
+
+
+def test_write_json_never_overwrites_unless_asked(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text("earlier results\n")
+    with pytest.raises(FileExistsError, match=r"r\.json"):
+        report.write_json([], path, {"sizes": "small"})
+    assert path.read_text() == "earlier results\n"
+    report.write_json([], path, {"sizes": "small"}, overwrite=True)
+    assert json.loads(path.read_text())["meta"] == {"sizes": "small"}

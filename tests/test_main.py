@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date
 from pathlib import Path
 
 import pytest
 import torch
 
-from sparsegrad_lab import benchmark, benchmark_report
+from sparsegrad_lab import benchmark
 from sparsegrad_lab.__main__ import main
 from sparsegrad_lab.errors import InputValueError
 from sparsegrad_lab.lessons import copy_lessons, lesson_paths
@@ -185,44 +184,6 @@ def test_bench_checks_out_before_running(
     line = _refusal([*TINY, "--out", str(out)], capsys)
     assert "--out" in line and str(out) in line, line
     assert file.read_text() == "mine\n"
-
-
-def test_default_names_differ_between_grids_and_read_as_sizes() -> None:
-    one = benchmark_report.default_output_stem("r", "cpu", "300:1500:8")
-    other = benchmark_report.default_output_stem("r", "cpu", "200:800:4")
-    assert one != other and one.name.endswith("-n300-nnz1500-p8")
-    # The same grid written another way is the same name; round numbers stay short.
-    same = benchmark_report.default_output_stem("r", "cpu", " 3e2:1_500:8 ")
-    assert same == one
-    assert benchmark_report.default_output_stem("r", "cpu", "2e4:2e5:32").name.endswith(
-        "-n2e4-nnz2e5-p32"
-    )
-    # A long list of sizes: how many, and a stable hash of them, not a name too long to write.
-    many = ",".join(f"{n}:{n}:8" for n in range(100, 140))
-    name = benchmark_report.default_output_stem("r", "cpu", many).name
-    assert "-40sizes-" in name and len(name) < 80
-    assert name == benchmark_report.default_output_stem("r", "cpu", many).name
-    today = f"{benchmark_report.device_tag('cpu')}-{date.today().isoformat()}"
-    assert benchmark_report.default_output_stem("r", "cpu", "small").name == today
-
-
-def test_free_stem_numbers_runs_whose_name_is_taken(tmp_path: Path) -> None:
-    stem = tmp_path / "cpu-2threads-2026-12-03-reference"
-    assert benchmark_report.free_stem(stem) == stem
-    stem.with_suffix(".png").write_text("")  # a plot alone takes the name too
-    assert benchmark_report.free_stem(stem) == tmp_path / f"{stem.name}-run2"
-    (tmp_path / f"{stem.name}-run2.json").write_text("{}")
-    assert benchmark_report.free_stem(stem) == tmp_path / f"{stem.name}-run3"
-
-
-def test_write_json_never_overwrites_unless_asked(tmp_path: Path) -> None:
-    path = tmp_path / "r.json"
-    path.write_text("earlier results\n")
-    with pytest.raises(FileExistsError, match=r"r\.json"):
-        benchmark_report.write_json([], path, {"sizes": "small"})
-    assert path.read_text() == "earlier results\n"
-    benchmark_report.write_json([], path, {"sizes": "small"}, overwrite=True)
-    assert json.loads(path.read_text())["meta"] == {"sizes": "small"}
 
 
 def test_a_second_run_keeps_the_first_runs_results(
