@@ -37,6 +37,7 @@ __all__ = [
     "FreshMeasurement",
     "measure_in_fresh_process",
     "measure_peak_bytes",
+    "quiet_native_stderr",
     "silence_torch_sparse_notices",
 ]
 
@@ -52,9 +53,16 @@ def silence_torch_sparse_notices() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_fd2() -> Iterator[None]:
-    """Silence file descriptor 2 (kineto logs a line on fd 2 whenever a profile starts or
-    stops, which nbval would compare and a terminal would show)."""
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 while the block runs, then restore it.
+
+    Kineto, torch's profiler backend, writes a line to file descriptor 2 from C++ whenever a
+    profile starts or stops, which a terminal would show and nbval would compare; Python's
+    ``sys.stderr`` in a notebook kernel is not file descriptor 2 and is left alone.
+
+    >>> with quiet_native_stderr():
+    ...     _ = os.write(2, b"not shown")
+    """
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -97,7 +105,7 @@ def measure_peak_bytes(fn: Callable[[], object], device: Any = "cpu") -> int:
     # fd 2 stays silenced throughout: besides kineto's start/stop lines, torch prints a
     # timestamped C++ warning when fn frees a block allocated before profiling started
     # (e.g. zero_grad() on existing gradients); such a free is simply not counted.
-    with _quiet_fd2():
+    with quiet_native_stderr():
         prof.__enter__()
         try:
             fn()
