@@ -45,12 +45,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "close_figure",
+    "draw_attention",
     "draw_batched_product",
     "draw_storage",
+    "graph_layout",
     "plot_benchmark",
     "plot_gradient_entry",
     "plot_memory_curves",
     "plot_memory_points",
+    "plot_recovery",
     "plot_timings",
     "spy",
     "use_lesson_style",
@@ -857,12 +860,18 @@ def plot_memory_points(
         s: None if v is None else _bytes(func, f"measured[{s!r}]", v, positive=False)
         for s, v in measured.items()
     }
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     names = list(predicted)
     fig, ax = _canvas(ax, (6.0, 0.9 + 0.45 * len(names)))
     rows = range(len(names))
-    ax.plot([model[s] / 2**20 for s in names], list(rows), "o", mfc="none", label="model")
+    # A large ring for the model, a small dot drawn over it for the measurement: where the
+    # two agree, both stay visible (two markers of one size would hide the model).
+    model_mib = [model[s] / 2**20 for s in names]
+    ax.plot(model_mib, list(rows), "o", ms=12, mfc="none", mew=1.5, zorder=2, label="model")
     ran = [k for k, s in enumerate(names) if found[s]]  # neither None nor 0 B
-    ax.plot([found[names[k]] / 2**20 for k in ran], ran, "o", label="measured")  # type: ignore[operator]
+    measured_mib = [found[names[k]] / 2**20 for k in ran]  # type: ignore[operator]
+    ax.plot(measured_mib, ran, "o", ms=5, zorder=3, label="measured")
 
     def label(s: str) -> str:
         if found[s] is None:
@@ -872,6 +881,14 @@ def plot_memory_points(
     ax.set_yticks(list(rows), [label(s) for s in names])
     ax.set_ylim(len(names) - 0.5, -0.5)  # first strategy on top
     ax.set_xscale("log")
+    # Labels as plain numbers at 1, 2 and 5 times each power of ten (each power alone over
+    # more than two decades), none on the minor ticks: matplotlib's default labels minor
+    # ticks too when the axis spans little more than a decade, and they overlap.
+    decades = math.log10(max(model_mib + measured_mib) / min(model_mib + measured_mib))
+    subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("peak extra memory (MiB, log scale)")
     ax.grid(axis="x", which="both", alpha=0.3)
     if title is not None:
@@ -961,4 +978,368 @@ def plot_benchmark(results: Sequence[Result], path: str | os.PathLike[str] | Non
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
+    return fig
+
+
+# --------------------------------------------------------------------------- attention on a graph
+
+
+def _graph_entries(func: str, A: Any, name: str) -> tuple[int, Tensor, Tensor, Tensor]:
+    """``n`` and the rows, columns and values (row-major, coalesced) of a square sparse ``A``."""
+    if not isinstance(A, Tensor) or A.layout not in (torch.sparse_coo, torch.sparse_csr):
+        kind = f"layout {A.layout}" if isinstance(A, Tensor) else type(A).__name__
+        raise InputTypeError(f"{func}: {name} must be a sparse COO or CSR tensor, got {kind}")
+    if A.dim() != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0 or A.dense_dim() != 0:
+        raise InputValueError(
+            f"{func}: {name} must be a square 2-D matrix (n, n) with n >= 1 and scalar values, "
+            f"got shape {tuple(A.shape)}"
+        )
+    coo = (A.detach().to_sparse_coo() if A.layout == torch.sparse_csr else A.detach()).coalesce()
+    rows, cols = coo.indices().cpu()
+    return A.shape[0], rows, cols, coo.values().cpu()
+
+
+def graph_layout(A: Tensor, seed: int = 0) -> Tensor:
+    """Positions for drawing the graph whose adjacency pattern is ``A``: an ``(n, 2)`` tensor.
+
+    A force-directed layout (``networkx.spring_layout``, seeded, so the same graph is drawn
+    the same way each time): linked nodes pull together, all nodes push apart. Only the
+    pattern counts; the stored values and the diagonal (self-loops) are ignored.
+
+    Parameters
+    ----------
+    A : Tensor
+        Sparse COO or CSR, square ``(n, n)``, ``n >= 1``.
+    seed : int, default 0
+
+    Returns
+    -------
+    Tensor
+        float64 ``(n, 2)``, coordinates in about ``[-1, 1]``.
+
+    >>> graph_layout(torch.ones(3, 3).to_sparse()).shape
+    torch.Size([3, 2])
+    """
+    func = "graph_layout"
+    n, rows, cols, _ = _graph_entries(func, A, "A")
+    seed = check_int(seed, "seed", func, minimum=0)
+    try:
+        import networkx
+    except ModuleNotFoundError as error:  # the optional "lab" extra
+        raise ModuleNotFoundError(
+            f"{func} needs networkx: pip install 'sparsegrad-lab[lab]'"
+        ) from error
+    graph = networkx.Graph()
+    graph.add_nodes_from(range(n))
+    edges = zip(rows.tolist(), cols.tolist(), strict=True)
+    graph.add_edges_from((r, c) for r, c in edges if r != c)
+    placed = networkx.spring_layout(graph, seed=seed)
+    return torch.tensor([[float(v) for v in placed[k]] for k in range(n)], dtype=torch.float64)
+
+
+def _node_positions(func: str, positions: Any, n: int) -> Tensor:
+    if not isinstance(positions, Tensor) or positions.layout != torch.strided:
+        raise InputTypeError(
+            f"{func}: positions must be a dense tensor (n, 2), got {type(positions).__name__}"
+        )
+    if tuple(positions.shape) != (n, 2) or positions.is_complex() or positions.dtype == torch.bool:
+        raise InputValueError(
+            f"{func}: positions must be real, shape (n, 2) = ({n}, 2) for this graph; got "
+            f"{positions.dtype} of shape {tuple(positions.shape)}"
+        )
+    xy = positions.detach().cpu().double()
+    if not bool(torch.isfinite(xy).all()):
+        raise InputValueError(f"{func}: positions must be finite, got a NaN or infinity")
+    return xy
+
+
+def _node_colours(func: str, groups: Any, n: int) -> list[str]:
+    """One colour per node: its group's colour from the property cycle, or all the first."""
+    if groups is None:
+        return [_colour(0)] * n
+    if not isinstance(groups, Tensor) or groups.layout != torch.strided:
+        raise InputTypeError(
+            f"{func}: groups must be a dense integer tensor (n,) or None, got "
+            f"{type(groups).__name__}"
+        )
+    if groups.dtype.is_floating_point or groups.is_complex() or groups.dtype == torch.bool:
+        raise InputTypeError(f"{func}: groups must hold integers, got {groups.dtype}")
+    if tuple(groups.shape) != (n,) or bool((groups < 0).any()):
+        raise InputValueError(
+            f"{func}: groups must be (n,) = ({n},) integers >= 0, one group per node; got shape "
+            f"{tuple(groups.shape)}"
+        )
+    return [_colour(int(g)) for g in groups.tolist()]
+
+
+#: How many of a node's largest attention weights :func:`draw_attention` writes on the figure.
+_LABELLED_WEIGHTS = 6
+
+
+def draw_attention(
+    weights: Tensor,
+    node: int,
+    positions: Tensor,
+    *,
+    groups: Tensor | None = None,
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure | Axes:
+    """Draw one node's attention weights on its graph: whom it listens to, and how much.
+
+    ``weights`` holds :math:`\\alpha_{ij}`, the attention node :math:`i` pays neighbour
+    :math:`j`, on the graph's pattern (a row softmax makes each row sum to 1). Every edge of
+    the graph is drawn thin and grey; the edges of ``node`` are drawn over them, wider and
+    darker as :math:`\\alpha_{\\text{node},j}` grows, the six largest labelled with their
+    value. The weight a node pays itself (a stored diagonal entry) is a ring around it,
+    labelled below it.
+    Nodes are coloured by ``groups`` if given. Without an ``ax``, it draws on a
+    :class:`~matplotlib.figure.Figure` made without pyplot: a widget's callback can draw it
+    while Jupyter flushes pyplot's figures from another thread.
+
+    Parameters
+    ----------
+    weights : Tensor
+        Sparse COO or CSR, real, ``(n, n)``, values finite and ``>= 0``.
+    node : int
+        ``0 <= node < n``: the row drawn.
+    positions : Tensor
+        Dense real ``(n, 2)``, finite: where each node is drawn (:func:`graph_layout`).
+    groups : Tensor, optional
+        Dense integers ``(n,)``, ``>= 0``: a group per node (a faction, a class), one colour
+        each.
+    title : str, optional
+        Default: which node, and how many entries its row stores.
+    ax : Axes, optional
+
+    Returns
+    -------
+    Figure or Axes
+
+    Examples
+    --------
+    >>> A = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.0, 1.0, 0.0]]).to_sparse()
+    >>> fig = draw_attention(A, 1, torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]))
+    >>> fig.axes[0].get_title()
+    'node 1: 3 weights, itself included'
+    >>> sorted(t.get_text() for t in fig.axes[0].texts if "." in t.get_text())
+    ['0.20', '0.30', '0.50']
+    """
+    import matplotlib
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import ListedColormap, Normalize
+
+    func = "draw_attention"
+    n, rows, cols, alpha = _graph_entries(func, weights, "weights")
+    if alpha.is_complex() or not alpha.dtype.is_floating_point:
+        raise InputTypeError(f"{func}: weights must be real floating point, got {alpha.dtype}")
+    alpha = alpha.double()
+    if not bool(torch.isfinite(alpha).all()) or bool((alpha < 0).any()):
+        raise InputValueError(f"{func}: weights must be finite and >= 0 (attention weights)")
+    node = check_int(node, "node", func, minimum=0, below=n)
+    xy = _node_positions(func, positions, n).numpy()
+    colours = _node_colours(func, groups, n)
+    if title is not None and not isinstance(title, str):
+        raise InputTypeError(f"{func}: title must be a str or None, got {type(title).__name__}")
+
+    fig: Figure | None = None
+    if ax is None:
+        fig = Figure(figsize=(6.4, 5.0), layout="constrained")
+        ax = fig.subplots()
+    elif not isinstance(ax, Axes):
+        raise InputTypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    edges = [(r, c) for r, c in zip(rows.tolist(), cols.tolist(), strict=True) if r != c]
+    ax.add_collection(
+        LineCollection([[xy[r], xy[c]] for r, c in edges], colors="0.85", linewidths=0.8, zorder=1)
+    )
+    mine = rows == node
+    row_cols, row_alpha = cols[mine].tolist(), alpha[mine].tolist()
+    # viridis reversed, its palest fifth left out: a small weight stays visible on white.
+    cmap = ListedColormap(matplotlib.colormaps["viridis_r"](torch.linspace(0.2, 1.0, 128).numpy()))
+    norm = Normalize(vmin=0.0, vmax=max([*row_alpha, 1e-12]))
+    linked = [(j, a) for j, a in zip(row_cols, row_alpha, strict=True) if j != node]
+    lines = LineCollection(
+        [[xy[node], xy[j]] for j, _ in linked],
+        cmap=cmap,
+        norm=norm,
+        linewidths=[1.0 + 9.0 * float(norm(a)) for _, a in linked],
+        zorder=2,
+    )
+    lines.set_array([a for _, a in linked])
+    ax.add_collection(lines)
+    ax.scatter(xy[:, 0], xy[:, 1], s=170, c=colours, edgecolors="0.3", linewidths=0.8, zorder=3)
+    for k in range(n):
+        ax.text(xy[k, 0], xy[k, 1], str(k), ha="center", va="center", fontsize=7, zorder=5)
+    box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}
+    # The largest few weights labelled (a hub's dozens of labels would hide one another), at
+    # two thirds of the way along: near the neighbour, off the node itself.
+    for j, a in sorted(linked, key=lambda item: (-item[1], item[0]))[:_LABELLED_WEIGHTS]:
+        x, y = xy[node] + 0.68 * (xy[j] - xy[node])
+        ax.text(x, y, f"{a:.2f}", fontsize=8, ha="center", va="center", zorder=6, bbox=box)
+    x0, y0 = float(xy[node, 0]), float(xy[node, 1])
+    for j, a in zip(row_cols, row_alpha, strict=True):
+        if j == node:  # the weight it pays itself: a ring sized and coloured by it
+            ax.scatter(
+                x0,
+                y0,
+                s=420 + 1200 * float(norm(a)),
+                facecolors="none",
+                edgecolors=[cmap(norm(a))],
+                linewidths=3.0,
+                zorder=4,
+            )
+            ax.annotate(
+                f"{a:.2f}",
+                (x0, y0),
+                xytext=(0, -16),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=8,
+                zorder=6,
+                bbox=box,
+            )
+    ax.scatter(x0, y0, s=300, facecolors="none", edgecolors="black", linewidths=2.0, zorder=4)
+    colorbar = (fig or ax.figure).colorbar(lines, ax=ax)
+    colorbar.set_label(f"attention weight α[{node}, j] (its row sums to 1)")
+    ax.margins(0.08)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("force layout: positions have no units, only the links matter")
+    itself = ", itself included" if node in row_cols else ""
+    default = f"node {node}: {len(row_cols)} weights{itself}"
+    ax.set_title(title if title is not None else default)
+    return ax if fig is None else fig
+
+
+# --------------------------------------------------------------------------- weights recovered
+
+
+def plot_recovery(
+    signals: Sequence[int],
+    loss: Sequence[float],
+    error: Sequence[float],
+    *,
+    floor: Sequence[float],
+    expected_error: Sequence[float],
+    noise_variance: float,
+    chosen: tuple[int, float, float],
+    error_limits: tuple[float, float] | None = None,
+) -> Figure:
+    """Minimum loss and error of the recovered weights against the number of signals ``p``.
+
+    Two panels over the same ``p`` axis (log scale). Left, the loss of the least-squares
+    weights of one draw of signals as markers, the noise floor
+    :math:`\\sigma^2 (1 - \\mathrm{nnz}/(n p))` as a line and the noise variance
+    :math:`\\sigma^2` dotted: the fit absorbs part of the noise, less of it as ``p`` grows.
+    Right, the relative error :math:`\\lVert w - w^* \\rVert / \\lVert w^* \\rVert` of the
+    same weights as markers and its model as a line (log scale). The ``chosen`` setting is
+    ringed on both. Drawn on a :class:`~matplotlib.figure.Figure` that pyplot does not
+    track, so a widget's callback can show it with ``display`` while pyplot's own figures
+    are flushed elsewhere.
+
+    Parameters
+    ----------
+    signals : sequence of int
+        The numbers of signals ``p`` of the markers, each ``>= 1``.
+    loss, error : sequence of float
+        Per ``p``: the minimum loss (``>= 0``) and the relative error (``> 0``).
+    floor, expected_error : sequence of float
+        Per ``p``: the noise floor (``>= 0``) and the model of the error (``> 0``), drawn as
+        lines through the same ``p``.
+    noise_variance : float
+        :math:`\\sigma^2`, ``> 0``.
+    chosen : (int, float, float)
+        ``(p, loss, error)`` of the setting to ring.
+    error_limits : (float, float), optional
+        The error axis's limits, ``0 < low < high``; fixed by a caller whose curves move
+        (the explorer keeps them across every noise level it offers).
+
+    Returns
+    -------
+    Figure
+
+    Examples
+    --------
+    >>> fig = plot_recovery([40, 80], [0.8, 0.9], [0.04, 0.02], floor=[0.83, 0.91],
+    ...     expected_error=[0.035, 0.021], noise_variance=1.0, chosen=(80, 0.9, 0.02))
+    >>> [ax.get_xlabel() for ax in fig.axes]
+    ['signals p (log scale)', 'signals p (log scale)']
+    >>> fig.axes[1].get_yscale()
+    'log'
+    """
+    func = "plot_recovery"
+    if isinstance(signals, str) or not isinstance(signals, Sequence) or not signals:
+        raise InputTypeError(f"{func}: signals must be a non-empty sequence of ints")
+    p_values = [check_int(p, f"signals[{k}]", func, minimum=1) for k, p in enumerate(signals)]
+    length = len(p_values)
+    curves = {
+        "loss": _floats(func, "loss", loss, length),
+        "error": _floats(func, "error", error, length),
+        "floor": _floats(func, "floor", floor, length),
+        "expected_error": _floats(func, "expected_error", expected_error, length),
+    }
+    for name, values in curves.items():
+        positive = name in ("error", "expected_error")  # drawn on a log axis
+        for k, v in enumerate(values):
+            if not math.isfinite(v) or v < 0 or (positive and v == 0):
+                bound = "> 0" if positive else ">= 0"
+                raise InputValueError(
+                    f"{func}: {name}[{k}] must be a finite number {bound}, got {v}"
+                )
+    variance = check_real(noise_variance, "noise_variance", func, low=0.0, high=math.inf)
+    if variance == 0:
+        raise InputValueError(f"{func}: noise_variance must be > 0, got {noise_variance}")
+    if not isinstance(chosen, Sequence) or len(chosen) != 3:
+        raise InputTypeError(f"{func}: chosen must be a tuple (p, loss, error), got {chosen!r}")
+    chosen_p = check_int(chosen[0], "chosen p", func, minimum=1)
+    chosen_loss = check_real(chosen[1], "chosen loss", func, low=0.0, high=math.inf)
+    chosen_error = check_real(chosen[2], "chosen error", func, low=0.0, high=math.inf)
+    if chosen_error == 0:
+        raise InputValueError(f"{func}: the chosen error must be > 0 (a log axis), got 0")
+    if error_limits is not None:
+        if not isinstance(error_limits, Sequence) or len(error_limits) != 2:
+            raise InputTypeError(f"{func}: error_limits must be a pair (low, high)")
+        low = check_real(error_limits[0], "error_limits[0]", func, low=0.0, high=math.inf)
+        high = check_real(error_limits[1], "error_limits[1]", func, low=0.0, high=math.inf)
+        if not 0 < low < high:
+            raise InputValueError(f"{func}: error_limits must satisfy 0 < low < high")
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig = Figure(figsize=(10.5, 3.9), layout="constrained")
+    ax_loss, ax_error = fig.subplots(1, 2)
+    ax_loss.plot(p_values, curves["floor"], "-", color="C3", label="noise floor σ²(1 − nnz/(np))")
+    ax_loss.axhline(variance, color="0.5", linestyle=":", label="noise variance σ²")
+    ax_loss.plot(p_values, curves["loss"], "o", ms=4, color="C0", label="least squares, this draw")
+    ax_loss.set_ylabel("minimum loss L (signal units²)")
+    ax_loss.set_title("the fit absorbs nnz/(np) of the noise")
+    ax_error.plot(
+        p_values,
+        curves["expected_error"],
+        "-",
+        color="C3",
+        label="model σ √(Σᵢ dᵢ / (p − dᵢ − 1)) / ‖w*‖",
+    )
+    ax_error.plot(
+        p_values, curves["error"], "o", ms=4, color="C0", label="least squares, this draw"
+    )
+    ax_error.set_yscale("log")
+    ax_error.set_ylabel("relative error ‖w − w*‖ / ‖w*‖")
+    ax_error.set_title("error of the recovered weights")
+    if error_limits is not None:
+        ax_error.set_ylim(low, high)
+    for ax, y in ((ax_loss, chosen_loss), (ax_error, chosen_error)):
+        ax.plot(
+            [chosen_p], [y], "o", ms=11, mfc="none", mew=1.8, color="k", label=f"p = {chosen_p}"
+        )
+        ax.set_xscale("log")
+        # Plain numbers at 1, 2 and 5 times each power of ten, none on the minor ticks
+        # (matplotlib's own labels them too on an axis of about a decade, and they overlap).
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("signals p (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
     return fig

@@ -19,6 +19,8 @@ as soon as a slider moves. ``tests/test_widgets.py`` times the callbacks that st
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,10 +30,18 @@ from torch import Tensor
 from . import ops
 from .errors import InputTypeError, InputValueError, MemoryBudgetError, format_bytes
 from .example_matrices import MATRIX_KINDS, make_matrix
-from .memory_guard import LAB_BUDGET_BYTES, limit_bytes
+from .memory_guard import LAB_BUDGET_BYTES, check_fits, limit_bytes
 from .memory_model import predict_peak_bytes, storage_bytes
-from .operand_checks import check_sparse_matrix
-from .plots import close_figure, plot_gradient_entry, plot_memory_points, spy
+from .operand_checks import check_sparse_layout, check_sparse_matrix
+from .plots import (
+    close_figure,
+    draw_attention,
+    graph_layout,
+    plot_gradient_entry,
+    plot_memory_points,
+    plot_recovery,
+    spy,
+)
 from .scalar_checks import check_int, check_real
 from .strategies import BACKWARD_STRATEGIES
 from .sweep import sweep
@@ -40,9 +50,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "AttentionReport",
     "EntryReport",
     "MemoryReport",
     "PatternReport",
+    "RecoveryReport",
+    "attention_explorer",
+    "attention_report",
     "gradient_entry_explorer",
     "gradient_entry_report",
     "memory_explorer",
@@ -50,6 +64,8 @@ __all__ = [
     "memory_report",
     "pattern_explorer",
     "pattern_report",
+    "recovery_explorer",
+    "recovery_report",
 ]
 
 
@@ -73,11 +89,28 @@ def _slider_log(where: str, name: str, value: Any, exponents: dict[str, float]) 
 
 
 def _show_and_close(fig: Any) -> None:
-    """Display a figure in the widget's output area once, then release it."""
-    from IPython.display import display
+    """Display a figure in the widget's output area once, then release it.
 
-    display(fig)
+    A figure made without pyplot (``plots.draw_attention``'s) is sent as a PNG image: IPython
+    gets its formatter for figures only once pyplot has shown one, and an explorer may run
+    before any cell of its lesson has.
+    """
+    from IPython.display import Image, display
+
+    if getattr(fig.canvas, "manager", None) is None:  # not pyplot's
+        display(Image(_png(fig)))
+    else:
+        display(fig)
     close_figure(fig)
+
+
+def _png(fig: Any) -> bytes:
+    """The figure rendered as PNG bytes, at its own size and resolution."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------ gradient of one entry
@@ -549,3 +582,562 @@ def memory_explorer(n: int = 2000, density: float = 0.001, p: int = 32) -> Any:
         control.observe(preview, names="value")
     explorer.update()  # manual mode would otherwise show nothing until the first press
     return explorer
+
+
+# ---------------------------------------------------------------------- attention explorer
+
+
+@dataclass
+class AttentionReport:
+    """One node's row of attention weights, listed and drawn on the graph.
+
+    Attributes
+    ----------
+    node : int
+    layer : str or None
+        The name of the weights shown (a layer of the model), if they have one.
+    neighbours : list of int
+        The columns ``j`` the row stores, largest weight first (ties: smaller ``j`` first).
+    weights : list of float
+        :math:`\\alpha_{\\text{node}, j}` for those columns, in the same order.
+    text : str
+    figure : matplotlib Figure
+    """
+
+    node: int
+    layer: str | None
+    neighbours: list[int]
+    weights: list[float] = field(repr=False)
+    text: str
+    figure: Any = field(repr=False)
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows a report as its figure (drawn without pyplot, so it needs this)."""
+        return _png(self.figure)
+
+
+#: How many of a row's weights the report's text lists (the figure draws them all).
+_LISTED_WEIGHTS = 8
+
+
+def _check_attention_weights(where: str, weights: Any, name: str = "weights") -> int:
+    """``n`` of a square 2-D sparse real matrix of finite weights ``>= 0``, or an error."""
+    if not isinstance(weights, Tensor) or weights.layout not in (
+        torch.sparse_coo,
+        torch.sparse_csr,
+    ):
+        kind = f"layout {weights.layout}" if isinstance(weights, Tensor) else type(weights).__name__
+        raise InputTypeError(f"{where}: {name} must be a sparse COO or CSR tensor, got {kind}")
+    if weights.dim() != 2 or weights.shape[0] != weights.shape[1] or weights.shape[0] == 0:
+        raise InputValueError(
+            f"{where}: {name} must be a square matrix (n, n) with n >= 1, got shape "
+            f"{tuple(weights.shape)}"
+        )
+    if not weights.dtype.is_floating_point:
+        raise InputTypeError(f"{where}: {name} must be real floating point, got {weights.dtype}")
+    values = weights.detach()
+    values = (values.coalesce() if values.layout == torch.sparse_coo else values).values()
+    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+        raise InputValueError(f"{where}: {name} must be finite and >= 0 (attention weights)")
+    return int(weights.shape[0])
+
+
+def _check_layout_and_groups(where: str, n: int, positions: Any, groups: Any) -> None:
+    """``positions`` None or dense real ``(n, 2)``; ``groups`` None or dense integers ``(n,)``."""
+    if positions is not None and (
+        not isinstance(positions, Tensor)
+        or positions.layout != torch.strided
+        or not positions.dtype.is_floating_point
+        or tuple(positions.shape) != (n, 2)
+    ):
+        raise InputValueError(
+            f"{where}: positions must be None or a dense real tensor (n, 2) = ({n}, 2), got "
+            f"{positions!r:.60}"
+        )
+    if groups is not None and (
+        not isinstance(groups, Tensor)
+        or groups.layout != torch.strided
+        or groups.dtype.is_floating_point
+        or groups.is_complex()
+        or groups.dtype == torch.bool
+        or tuple(groups.shape) != (n,)
+    ):
+        raise InputValueError(
+            f"{where}: groups must be None or a dense integer tensor (n,) = ({n},), got "
+            f"{groups!r:.60}"
+        )
+
+
+def attention_report(
+    weights: Tensor,
+    node: int,
+    positions: Tensor | None = None,
+    *,
+    groups: Tensor | None = None,
+    layer: str | None = None,
+) -> AttentionReport:
+    """Whom ``node`` attends to: its row of attention weights, listed and drawn on the graph.
+
+    ``weights`` holds :math:`\\alpha_{ij}` on the graph's pattern (the edge softmax of a graph
+    attention layer, each row summing to 1). The text lists the row's largest weights,
+    compares them with a uniform mix (:math:`1/\\deg`, what plain neighbour averaging would
+    use) and, given ``groups``, says what share of the row goes to the node's own group; the
+    figure (:func:`~sparsegrad_lab.plots.draw_attention`) shows where on the graph the
+    attention goes. Every argument is checked before anything is drawn.
+
+    Parameters
+    ----------
+    weights : Tensor
+        Sparse COO or CSR ``(n, n)``, real, finite, ``>= 0``.
+    node : int
+        ``0 <= node < n``.
+    positions : Tensor, optional
+        Dense real ``(n, 2)``; default :func:`~sparsegrad_lab.plots.graph_layout` of ``weights``.
+    groups : Tensor, optional
+        Dense integers ``(n,)``, ``>= 0``: each node's group.
+    layer : str, optional
+        A name for these weights, shown in the text and the title.
+
+    Returns
+    -------
+    AttentionReport
+
+    Examples
+    --------
+    >>> rows = [[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.0, 1.0, 0.0]]
+    >>> alpha = torch.tensor(rows, dtype=torch.float64).to_sparse()
+    >>> report = attention_report(alpha, 1, groups=torch.tensor([0, 0, 1]))
+    >>> report.neighbours, report.weights
+    ([2, 1, 0], [0.5, 0.3, 0.2])
+    >>> print(report.text)
+    node 1 (group 0): 3 weights, itself included; largest first: 2: 0.50, 1: 0.30, 0: 0.20
+    a uniform mix over its row would give each 0.33; its own group (0) gets 50%
+    """
+    where = "attention_report"
+    n = _check_attention_weights(where, weights)
+    node = check_int(node, "node", where, minimum=0, below=n)
+    _check_layout_and_groups(where, n, positions, groups)
+    if layer is not None and not isinstance(layer, str):
+        raise InputTypeError(f"{where}: layer must be a str or None, got {type(layer).__name__}")
+    if groups is not None and bool((groups < 0).any()):
+        raise InputValueError(f"{where}: groups must be >= 0, one group id per node")
+
+    coo = weights.detach()
+    coo = (coo.to_sparse_coo() if coo.layout == torch.sparse_csr else coo).coalesce().cpu()
+    mine = coo.indices()[0] == node
+    row = sorted(
+        zip(coo.indices()[1][mine].tolist(), coo.values()[mine].double().tolist(), strict=True),
+        key=lambda entry: (-entry[1], entry[0]),
+    )
+    neighbours, alphas = [j for j, _ in row], [a for _, a in row]
+    name = "" if layer is None else f"{layer}, "
+    group = "" if groups is None else f" (group {int(groups[node])})"
+    itself = ", itself included" if node in neighbours else ""
+    listed = ", ".join(f"{j}: {a:.2f}" for j, a in row[:_LISTED_WEIGHTS])
+    more = f" and {len(row) - _LISTED_WEIGHTS} more" if len(row) > _LISTED_WEIGHTS else ""
+    if row:
+        lines = [
+            f"{name}node {node}{group}: {len(row)} weights{itself}; largest first: {listed}{more}"
+        ]
+        second = f"a uniform mix over its row would give each {1 / len(row):.2f}"
+        if groups is not None:
+            own = sum(a for j, a in row if int(groups[j]) == int(groups[node]))
+            share = own / sum(alphas) if sum(alphas) > 0 else 0.0
+            second += f"; its own group ({int(groups[node])}) gets {share:.0%}"
+        lines.append(second)
+    else:
+        lines = [f"{name}node {node}{group}: its row stores no weight: it attends to nothing"]
+    if positions is None:
+        positions = graph_layout(coo)
+    title = f"{name}node {node}: {len(row)} weights{itself}"
+    figure = cast("Figure", draw_attention(coo, node, positions, groups=groups, title=title))
+    return AttentionReport(node, layer, neighbours, alphas, "\n".join(lines), figure)
+
+
+def attention_explorer(
+    weights: Tensor | Mapping[str, Tensor],
+    node: int = 0,
+    *,
+    positions: Tensor | None = None,
+    groups: Tensor | None = None,
+) -> Any:
+    """A slider over the nodes (and a dropdown over layers) for :func:`attention_report`.
+
+    ``weights`` is one matrix of attention weights, or a dict ``name -> matrix`` (one per
+    layer of a model, each ``(n, n)`` on the same nodes), which adds a dropdown. The graph is
+    laid out once (:func:`~sparsegrad_lab.plots.graph_layout` of the first matrix, unless
+    ``positions`` is given), so a node stays where it is as the slider moves. Drawing the
+    figure takes a few tenths of a second, so the slider acts on release. Every argument is
+    checked before a control is built.
+
+    >>> alpha = torch.tensor([[0.5, 0.5], [0.1, 0.9]]).to_sparse()
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):     # the callback prints and draws
+    ...     explorer = attention_explorer({"layer 1": alpha, "layer 2": alpha.t()})
+    ...     explorer.children[0].value = 1
+    ...     explorer.children[1].value = "layer 2"
+    >>> explorer.result.node, explorer.result.layer, explorer.result.neighbours
+    (1, 'layer 2', [1, 0])
+    """
+    import ipywidgets as w
+
+    where = "attention_explorer"
+    if isinstance(weights, Mapping):
+        if not weights or not all(isinstance(k, str) for k in weights):
+            raise InputValueError(
+                f"{where}: weights must be a matrix or a non-empty dict of str -> matrix, got "
+                f"keys {list(weights)!r:.60}"
+            )
+        layers = dict(weights)
+    else:
+        layers = {"": weights}
+    sizes = {
+        name: _check_attention_weights(where, A, f"weights[{name!r}]" if name else "weights")
+        for name, A in layers.items()
+    }
+    n = next(iter(sizes.values()))
+    if len(set(sizes.values())) > 1:
+        raise InputValueError(
+            f"{where}: every layer's weights must be (n, n) on the same nodes, got sizes {sizes}"
+        )
+    node = check_int(node, "node", where, minimum=0, below=n)
+    _check_layout_and_groups(where, n, positions, groups)
+    if groups is not None and bool((groups < 0).any()):
+        raise InputValueError(f"{where}: groups must be >= 0, one group id per node")
+    if positions is None:
+        positions = graph_layout(next(iter(layers.values())))
+
+    def show(node: int, layer: str) -> AttentionReport:
+        report = attention_report(
+            layers[layer], node, positions, groups=groups, layer=layer or None
+        )
+        print(report.text)
+        _show_and_close(report.figure)
+        return report
+
+    names = list(layers)
+    choice = (
+        w.fixed(names[0])
+        if len(names) == 1
+        else w.Dropdown(options=names, value=names[0], description="weights of")
+    )
+    return w.interactive(
+        show,
+        # On release: drawing the graph takes a few tenths of a second on two cores.
+        node=w.IntSlider(value=node, min=0, max=n - 1, description="node", continuous_update=False),
+        layer=choice,
+    )
+
+
+# ----------------------------------------------------------------------- recovery explorer
+
+#: The recovery explorer's noise slider (exponents of 10) and how many values of ``p`` its
+#: curves show; :func:`recovery_report` accepts the noise levels the slider offers.
+_RECOVERY_SIGMA_EXPONENT: dict[str, float] = {"min": -3, "max": 0}
+_RECOVERY_CURVE_POINTS = 16
+
+
+@dataclass
+class RecoveryReport:
+    """How well least squares recovers a sparse matrix's stored values from noisy signals.
+
+    Attributes
+    ----------
+    p : int
+        The number of signals.
+    sigma : float
+        The noise level :math:`\\sigma`.
+    loss : float
+        The least-squares minimum of :math:`L = \\lVert W X - Y \\rVert_F^2 / (n p)`.
+    floor : float
+        Its expectation, :math:`\\sigma^2 (1 - \\mathrm{nnz} / (n p))`.
+    error : float
+        :math:`\\lVert w - w^* \\rVert / \\lVert w^* \\rVert` of the least-squares weights.
+    expected_error : float
+        Its model, :math:`\\sigma \\sqrt{\\sum_i d_i / (p - d_i - 1)} / \\lVert w^* \\rVert`.
+    signals : list of int
+        The values of ``p`` of the figure's curves (the same draw, its first ``p`` columns).
+    text : str
+    figure : matplotlib Figure
+    """
+
+    p: int
+    sigma: float
+    loss: float
+    floor: float
+    error: float
+    expected_error: float
+    signals: list[int]
+    text: str
+    figure: Any = field(repr=False)
+
+
+def _recovery_setup(where: str, W: Any, max_signals: Any) -> tuple[Tensor, Tensor, int, int]:
+    """``W`` coalesced in float64, its row degrees, and the range ``[p_min, max_signals]``.
+
+    ``p_min = max(deg) + 2``: every row then has more equations than unknowns, and the
+    error's model (which needs :math:`p > d_i + 1`) is finite.
+    """
+    if not isinstance(W, Tensor):
+        raise InputTypeError(f"{where}: W must be a sparse torch.Tensor, got {type(W).__name__}")
+    check_sparse_layout(W, where, "W")
+    if W.dim() != 2 or W.dense_dim() != 0:
+        raise InputValueError(
+            f"{where}: W must be one 2-D matrix (n, m) of scalar values, got shape "
+            f"{tuple(W.shape)} (dense_dim {W.dense_dim()})"
+        )
+    if not W.dtype.is_floating_point:
+        raise InputTypeError(
+            f"{where}: W must hold real floating-point weights, got dtype {W.dtype}"
+        )
+    coo = (W.detach().to_sparse_coo() if W.layout == torch.sparse_csr else W.detach()).coalesce()
+    coo = coo.to(device="cpu", dtype=torch.float64)
+    n = coo.shape[0]
+    if coo._nnz() == 0 or not bool(coo.values().any()):
+        raise InputValueError(
+            f"{where}: W {tuple(W.shape)} must store at least one nonzero weight to recover"
+        )
+    degree = torch.bincount(coo.indices()[0], minlength=n)
+    p_min = int(degree.max()) + 2
+    if max_signals is None:
+        return coo, degree, p_min, max(512, 4 * p_min)
+    return coo, degree, p_min, check_int(max_signals, "max_signals", where, minimum=p_min)
+
+
+def _check_recovery_fits(where: str, W: Tensor, p_min: int, max_signals: int, budget: int) -> None:
+    """Refuse a graph whose signals and per-row systems would exceed ``budget``."""
+    (n, m), d = W.shape, p_min - 2
+    # float64: the gathered rows (n, d, P) and their slice's products, X, E and Y, the
+    # per-row Gram matrices (n, d, d) a few times over.
+    needed = 8 * (2 * n * d * max_signals + (m + 1 + 3 * n) * max_signals + 4 * n * d * d)
+    check_fits(
+        needed,
+        what=f"{where} on W {n} x {m} (largest row degree {d}) with up to {max_signals} signals",
+        budget=budget,
+        advice="use a smaller graph or fewer signals (max_signals)",
+    )
+
+
+@dataclass
+class _RecoveryDraw:
+    """One draw of signals and noise for ``W``, and the curves it gives (at ``sigma = 1``).
+
+    What every setting of the explorer shares: ``w - w* = sigma * delta``, with ``delta`` the
+    least-squares fit of the noise alone, so the curves scale with ``sigma`` and are computed
+    once per draw.
+    """
+
+    W: Tensor  # coalesced COO, float64, on the CPU
+    rows: Tensor
+    slot: Tensor  # entry k's position among its row's entries
+    X: Tensor  # (m, max_signals)
+    E: Tensor  # (n, max_signals)
+    neighbour_signals: Tensor  # (n, d, max_signals): row i's neighbours' signals, zero-padded
+    padding: Tensor  # (n, d, d): 1 on the diagonal of the unused slots
+    degree: Tensor
+    signals: list[int]
+    unit_loss: list[float]
+    unit_error: list[float]
+    unit_model: list[float]
+
+
+def _expected_error(degree: Tensor, w_norm: float, p: int) -> float:
+    """:math:`\\sqrt{\\sum_i d_i / (p - d_i - 1)} / \\lVert w^* \\rVert`, the error at σ = 1."""
+    return math.sqrt(float((degree / (p - degree - 1)).sum())) / w_norm
+
+
+def _draw_signals(
+    coo: Tensor, degree: Tensor, p_min: int, max_signals: int, seed: int
+) -> _RecoveryDraw:
+    (n, m), nnz = coo.shape, coo._nnz()
+    rows, cols = coo.indices()
+    d = p_min - 2
+    # Row i's neighbours in its first d_i slots, the rest pointing at an extra zero row of X:
+    # every row becomes a d x d system, solved for all rows at once.
+    starts = torch.cumsum(degree, 0) - degree
+    slot = torch.arange(nnz) - starts[rows]
+    neighbours = torch.full((n, d), m, dtype=torch.long)
+    neighbours[rows, slot] = cols
+    padding = torch.diag_embed((neighbours == m).to(torch.float64))
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(m, max_signals, generator=gen, dtype=torch.float64)
+    E = torch.randn(n, max_signals, generator=gen, dtype=torch.float64)
+    neighbour_signals = torch.cat([X, X.new_zeros(1, max_signals)])[neighbours]
+
+    # The curves: p signals are the first p columns, so each p of the grid adds a slice to
+    # the Gram matrices of the one before, and costs one batched solve.
+    w_norm = float(coo.values().norm())
+    grid = torch.logspace(math.log10(p_min), math.log10(max_signals), _RECOVERY_CURVE_POINTS)
+    signals = sorted({int(q) for q in grid.round().long().tolist()} | {p_min, max_signals})
+    gram, rhs = padding.clone(), torch.zeros(n, d, dtype=torch.float64)
+    noise_energy, done = torch.zeros(n, dtype=torch.float64), 0
+    unit_loss, unit_error = [], []
+    for q in signals:
+        A_q, E_q = neighbour_signals[:, :, done:q], E[:, done:q]
+        gram += A_q @ A_q.mT
+        rhs += (A_q @ E_q.unsqueeze(-1)).squeeze(-1)
+        noise_energy += (E_q * E_q).sum(1)
+        done = q
+        delta = torch.linalg.solve(gram, rhs)
+        # The residual of a least-squares fit: what it leaves of the noise's energy.
+        unit_loss.append(float((noise_energy - (delta * rhs).sum(1)).sum()) / (n * q))
+        unit_error.append(float(delta.norm()) / w_norm)
+    unit_model = [_expected_error(degree, w_norm, q) for q in signals]
+    curves = (signals, unit_loss, unit_error, unit_model)
+    return _RecoveryDraw(coo, rows, slot, X, E, neighbour_signals, padding, degree, *curves)
+
+
+def _recovery_at(draw: _RecoveryDraw, p: int, sigma: float) -> RecoveryReport:
+    """The report of one setting of a checked draw: ``p`` signals, noise ``sigma``."""
+    (n, _), nnz = draw.W.shape, draw.W._nnz()
+    w_true = draw.W.values()
+    # The setting itself, recovered from Y as training would see it.
+    A = draw.neighbour_signals[:, :, :p]
+    Y = torch.sparse.mm(draw.W, draw.X[:, :p]) + sigma * draw.E[:, :p]
+    w_rows = torch.linalg.solve(A @ A.mT + draw.padding, (A @ Y.unsqueeze(-1)).squeeze(-1))
+    loss = float((((w_rows.unsqueeze(-1) * A).sum(1) - Y) ** 2).mean())
+    error = float((w_rows[draw.rows, draw.slot] - w_true).norm() / w_true.norm())
+    floor = sigma**2 * (1 - nnz / (n * p))
+    expected_error = sigma * _expected_error(draw.degree, float(w_true.norm()), p)
+    # The error axis spans every noise level offered: a change of sigma moves the curve.
+    at_one = [*draw.unit_error, *draw.unit_model, error / sigma]
+    low, high = 10 ** _RECOVERY_SIGMA_EXPONENT["min"], 10 ** _RECOVERY_SIGMA_EXPONENT["max"]
+    figure = plot_recovery(
+        draw.signals,
+        [sigma**2 * v for v in draw.unit_loss],
+        [sigma * v for v in draw.unit_error],
+        floor=[sigma**2 * (1 - nnz / (n * q)) for q in draw.signals],
+        expected_error=[sigma * v for v in draw.unit_model],
+        noise_variance=sigma**2,
+        chosen=(p, loss, error),
+        error_limits=(0.5 * low * min(at_one), 2.0 * high * max(at_one)),
+    )
+    text = (
+        f"p = {p} signals, σ = {sigma:.3g}: least-squares loss {loss:.3g}, noise floor "
+        f"σ²(1 − nnz/(np)) = {floor:.3g}; relative error of the recovered weights "
+        f"{error:.3g} (model {expected_error:.3g})"
+    )
+    return RecoveryReport(p, sigma, loss, floor, error, expected_error, draw.signals, text, figure)
+
+
+def recovery_report(
+    W: Tensor,
+    p: int,
+    sigma: float,
+    *,
+    seed: int = 0,
+    max_signals: int | None = None,
+    budget: int = LAB_BUDGET_BYTES,
+) -> RecoveryReport:
+    """Recover ``W``'s stored values from ``p`` noisy signals by least squares, and judge them.
+
+    ``W`` (``n x m``, ``nnz`` stored entries :math:`w^*`, row ``i`` storing :math:`d_i`)
+    makes the data :math:`Y = W X + \\sigma E`, with ``X`` (``m x p``) and ``E``
+    (``n x p``) standard normal, drawn with ``seed`` (``p`` signals are the first ``p``
+    columns of one draw of ``max_signals``). Row ``i``'s weights minimise
+    :math:`\\lVert X_{\\mathcal N(i)}^{\\mathsf T} v - y_i \\rVert^2`, what training on
+    :math:`L = \\lVert W X - Y \\rVert_F^2 / (n p)` converges to. Then
+
+    .. math::
+
+        \\mathbb E[L_{\\min}] = \\sigma^2 \\Big(1 - \\frac{\\mathrm{nnz}}{n p}\\Big), \\qquad
+        \\mathbb E \\lVert w - w^* \\rVert^2 = \\sigma^2 \\sum_i \\frac{d_i}{p - d_i - 1},
+
+    the first because a fit of :math:`d_i` parameters to ``p`` observations absorbs
+    :math:`d_i` of their ``p`` noise dimensions, the second because
+    :math:`w_i - w^*_i = \\sigma (X_{\\mathcal N(i)} X_{\\mathcal N(i)}^{\\mathsf T})^{-1}
+    X_{\\mathcal N(i)} e_i` and the mean of an inverse Wishart matrix is
+    :math:`I / (p - d_i - 1)`. The figure (:func:`~sparsegrad_lab.plots.plot_recovery`)
+    draws both against ``p``, for this draw and as the model; its error axis spans every
+    noise level in ``[1e-3, 1]``, so a change of ``sigma`` moves the curve, not the axis.
+
+    Parameters
+    ----------
+    W : Tensor
+        Sparse COO or CSR, 2-D, real floating point: the true weights.
+    p : int
+        Signals, ``max(d_i) + 2 <= p <= max_signals``.
+    sigma : float
+        Noise level, ``1e-3 <= sigma <= 1``.
+    seed : int, default 0
+    max_signals : int, optional
+        The most signals drawn; default ``max(512, 4 (max(d_i) + 2))``.
+    budget : int
+        The memory guard's budget for the draw and the per-row systems.
+
+    Returns
+    -------
+    RecoveryReport
+
+    Examples
+    --------
+    >>> from sparsegrad_lab.example_matrices import karate_club
+    >>> W = karate_club()                          # row degrees up to 17
+    >>> report = recovery_report(W, 64, 0.1)
+    >>> report.signals[0], round(report.floor, 6)
+    (19, 0.009283)
+    >>> 0.5 < report.error / report.expected_error < 2
+    True
+    """
+    where = "recovery_report"
+    coo, degree, p_min, max_signals = _recovery_setup(where, W, max_signals)
+    p = check_int(p, "p", where)
+    if not p_min <= p <= max_signals:
+        raise InputValueError(
+            f"{where}: p must lie in [{p_min}, {max_signals}] (at least the largest row degree "
+            f"+ 2 = {p_min}, so that every row has more equations than unknowns), got {p}"
+        )
+    sigma = _slider_log(where, "sigma", sigma, _RECOVERY_SIGMA_EXPONENT)
+    seed = check_int(seed, "seed", where, minimum=0)
+    check_int(budget, "budget", where, minimum=0)
+    _check_recovery_fits(where, coo, p_min, max_signals, budget)
+
+    return _recovery_at(_draw_signals(coo, degree, p_min, max_signals, seed), p, sigma)
+
+
+def recovery_explorer(W: Tensor, p: int = 64, sigma: float = 0.02, *, seed: int = 0) -> Any:
+    """Sliders for the number of signals ``p`` and the noise ``sigma`` over :func:`recovery_report`.
+
+    ``p`` runs from the largest row degree + 2 to ``max(512, 4 (max(d_i) + 2))``, ``sigma``
+    from ``1e-3`` to ``1`` (log scale); the starting values must lie there, and ``W`` is
+    checked (and its draw checked against the memory guard) before any slider is built.
+    The signals and the curves are drawn once, when the explorer is built; a setting then
+    costs one least-squares solve per row and a two-panel figure, a few tenths of a second
+    on two cores, so both sliders act on release.
+
+    >>> from sparsegrad_lab.example_matrices import karate_club
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):     # the callback prints and plots
+    ...     explorer = recovery_explorer(karate_club(), p=32)
+    ...     explorer.children[0].value = 128
+    >>> explorer.result.p, explorer.result.error < 0.1
+    (128, True)
+    """
+    where = "recovery_explorer"
+    coo, degree, p_min, max_signals = _recovery_setup(where, W, None)
+    p = _slider_int(where, "p", p, {"min": p_min, "max": max_signals})
+    sigma = _slider_log(where, "sigma", sigma, _RECOVERY_SIGMA_EXPONENT)
+    seed = check_int(seed, "seed", where, minimum=0)
+    _check_recovery_fits(where, coo, p_min, max_signals, LAB_BUDGET_BYTES)
+    draw = _draw_signals(coo, degree, p_min, max_signals, seed)  # once: every setting's curves
+    import ipywidgets as w
+
+    def show(p: int, sigma: float) -> RecoveryReport:
+        report = _recovery_at(draw, p, sigma)
+        print(report.text)
+        _show_and_close(report.figure)
+        return report
+
+    return w.interactive(
+        show,
+        p=w.IntSlider(
+            value=p, min=p_min, max=max_signals, description="signals p", continuous_update=False
+        ),
+        sigma=w.FloatLogSlider(
+            value=sigma,
+            base=10,
+            **_RECOVERY_SIGMA_EXPONENT,
+            description="noise σ",
+            continuous_update=False,
+        ),
+    )

@@ -304,3 +304,54 @@ def test_browser_detects_a_broken_widget(
         check_in_browser(browser, lab, notebook, timeouts)
     assert notebook.name in str(failure.value)  # the message names the notebook
     print(f"{case}: {failure.value}")
+
+
+@pytest.mark.timeout(600)
+def test_browser_moves_the_attention_explorer(
+    browser: Browser, lab: LabServer, scratch: Path
+) -> None:
+    """Lesson 05's explorer alone: its node slider (on release) and layer dropdown redraw it.
+
+    Built before any cell has shown a pyplot figure, as in the lesson, where the figure it
+    draws without pyplot must still arrive as an image.
+    """
+    notebook = write_scratch(
+        scratch,
+        "attention_explorer",
+        [
+            "import matplotlib.pyplot  # noqa: F401\n"
+            "import torch\n"
+            "from sparsegrad_lab.example_matrices import karate_club\n"
+            "from sparsegrad_lab.widgets import attention_explorer\n"
+            "\n"
+            "A = karate_club(weighted=False, dtype=torch.float64)\n"
+            "scores = {k: A * torch.rand(34, 34, dtype=torch.float64) for k in ('a', 'b')}\n"
+            "weights = {k: torch.sparse.softmax(s.coalesce(), dim=1) for k, s in scores.items()}\n"
+            "attention_explorer(weights, groups=torch.arange(34) % 2)",
+        ],
+    )
+    run = check_in_browser(browser, lab, notebook, SCRATCH_TIMEOUTS)
+    assert run.widgets == 1
+    assert run.controls == 2  # the node slider and the layer dropdown
+
+
+# Lesson 04's explorer on its own: a figure pyplot does not track, drawn by a callback on
+# release, must render and change with each of its two sliders.
+RECOVERY_EXPLORER = [
+    IMPORTS,
+    "import torch\n"
+    "from sparsegrad_lab.example_matrices import karate_club\n"
+    "from sparsegrad_lab.widgets import recovery_explorer\n\n"
+    "recovery_explorer(karate_club(dtype=torch.float64), p=40, sigma=0.05)",
+]
+
+
+@pytest.mark.timeout(600)
+def test_browser_moves_the_recovery_explorer(
+    browser: Browser, lab: LabServer, scratch: Path
+) -> None:
+    notebook = write_scratch(scratch, "recovery_explorer", RECOVERY_EXPLORER)
+    run = check_in_browser(browser, lab, notebook, SCRATCH_TIMEOUTS)
+    assert run.widgets == 1
+    assert run.controls == 2  # the number of signals and the noise level
+    print(f"recovery explorer: {run}")

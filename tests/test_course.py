@@ -52,27 +52,15 @@ class Bypass:
 # Issue #20's one-line bypasses, in the lessons' new shape: each either reads what the old
 # check (or a cell above) computed for the lesson's own example, or breaks the exercise's rule.
 BYPASSES = {
-    # "looping over the check's own helper step_fits": the old helper, copied, knows only the
-    # lesson's budget and p.
-    "00-ex2-step-fits": Bypass(
+    # "predict_peak_bytes('torch_coo', ...)": the library's model called, not a formula written.
+    "00-ex2-library-model": Bypass(
         "00_start_here",
-        "ex2-largest-n",
-        "ex2-largest-n-tests",
+        "ex2-coo-peak",
+        "ex2-coo-peak-tests",
         """
-def step_fits(size):
-    case = dict(n=size, m=size, nnz=size * size // 1000, p=16, layout="coo")
-    try:
-        check_fits(predict_peak_bytes("torch_coo", **case), what="step", budget=LAB_BUDGET_BYTES)
-    except MemoryBudgetError:
-        return False
-    return True
-
-
-def largest_fitting_n(budget_bytes, p=16, step=1000):
-    n_max = 1000
-    while step_fits(n_max + 1000):
-        n_max += 1000
-    return n_max if budget_bytes == LAB_BUDGET_BYTES else 4000
+def coo_peak_bytes(n, m, nnz, p, element_size):
+    dtype = {4: torch.float32, 8: torch.float64}[element_size]
+    return predict_peak_bytes("torch_coo", n=n, m=m, nnz=nnz, p=p, layout="coo", dtype=dtype)
 """,
     ),
     # "my_grad = A_ex_leaf.grad.coalesce().values()": autograd's answer, as the check made it.
@@ -136,19 +124,38 @@ def coalesce_and_compress(rows, cols, values, n, m):
     return A.crow_indices(), A.col_indices(), A.values()
 """,
     ),
-    # "gather_minus_dense": the old check's helper, copied, knows only sweep 3's matrix.
-    "03-ex2-gather-minus-dense": Bypass(
+    # Section 1's own peak, scaled with n·p·e: exact on the check's graph, nowhere else.
+    "03-ex1-section-1-scaled": Bypass(
         "03_memory_savings",
-        "ex2-crossing-p",
-        "ex2-crossing-p-tests",
+        "ex1-sddmm-peak-large",
+        "ex1-sddmm-peak-large-tests",
         """
-def gather_minus_dense(p):
-    kw = {"n": 4000, "m": 4000, "nnz": 40_000, "p": p}
-    return predict_peak_bytes("gather", **kw) - predict_peak_bytes("dense", **kw)
-
-
-def crossing_p(n, m, nnz):
-    return next(p for p in range(1, 10_000) if gather_minus_dense(p) > 0)
+def sddmm_peak_large(n, m, nnz, p, e):
+    return round(predicted["sddmm"] * (n * p * e) / (4000 * 32 * 4))
+""",
+    ),
+    # Asking the model instead of deriving it: what section 2's cells call.
+    "03-ex1-ask-the-model": Bypass(
+        "03_memory_savings",
+        "ex1-sddmm-peak-large",
+        "ex1-sddmm-peak-large-tests",
+        """
+def sddmm_peak_large(n, m, nnz, p, e):
+    dtype = {4: torch.float32, 8: torch.float64}[e]
+    return memory_breakdown("sddmm", n=n, m=m, nnz=nnz, p=p, dtype=dtype).peak_bytes
+""",
+    ),
+    # The small graph's own measurement, and the large-graph formula (from exercise 1) for the
+    # rest: passes the check, but knows no small graph other than section 2's.
+    "03-ex2-small-measured": Bypass(
+        "03_memory_savings",
+        "ex2-sddmm-peak",
+        "ex2-sddmm-peak-tests",
+        """
+def sddmm_peak(n, m, nnz, p, e):
+    if (n, m, nnz, p, e) == (2000, 2000, 20_000, 32, 4):
+        return small_measured
+    return sddmm_peak_large(n, m, nnz, p, e)
 """,
     ),
     # "a difference of two predict_peak_bytes calls", not a formula.
@@ -182,6 +189,33 @@ def rows_moved_in_second_step(start, first, second, sparse, optimizer_class):
     looked_up_now = set(second.tolist())
     looked_up_ever = looked_up_now | set(first.tolist())
     return looked_up_now if sparse else looked_up_ever
+""",
+    ),
+    # Exercise 2's rule: no tensor of E's size. The right numbers, through the dense gradient.
+    "05-ex2-to-dense": Bypass(
+        "05_in_practice",
+        "ex2-lazy-adam",
+        "ex2-lazy-adam-tests",
+        """
+def lazy_adam_step(E, exp_avg, exp_avg_sq, grad, step, lr, betas=(0.9, 0.999), eps=1e-8):
+    beta1, beta2 = betas
+    rows = grad.coalesce().indices()[0]
+    g = grad.to_dense()
+    m = beta1 * exp_avg + (1 - beta1) * g
+    v = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+    exp_avg[rows], exp_avg_sq[rows] = m[rows], v[rows]
+    E[rows] -= step_size * m[rows] / (v[rows].sqrt() + eps)
+""",
+    ),
+    # "return dense_gat(...)": the handed layer passed on unchanged, its n x n blocks and all.
+    "06-ex1-handed-layer": Bypass(
+        "06_find_the_allocation",
+        "ex1-sparse-gat",
+        "ex1-sparse-gat-tests",
+        """
+def sparse_gat(H, A, W, a_src, a_dst):
+    return dense_gat(H, A, W, a_src, a_dst)
 """,
     ),
 }

@@ -1,5 +1,6 @@
 """Tests of the plotting helpers: what is drawn, where, labelled how, and nothing left open."""
 
+import io
 import math
 import re
 import warnings
@@ -21,12 +22,15 @@ from sparsegrad_lab.example_matrices import banded, uniform_random
 from sparsegrad_lab.memory_model import storage_bytes
 from sparsegrad_lab.plots import (
     close_figure,
+    draw_attention,
     draw_batched_product,
     draw_storage,
+    graph_layout,
     plot_benchmark,
     plot_gradient_entry,
     plot_memory_curves,
     plot_memory_points,
+    plot_recovery,
     plot_timings,
     spy,
 )
@@ -558,6 +562,33 @@ def test_memory_points_pair_model_and_measurement_per_strategy(own_axes):
 
 
 @pytest.mark.parametrize(
+    "predicted",
+    [
+        {"sddmm": 2.70 * 2**20, "gather": 15.59 * 2**20, "dense": 62.29 * 2**20},  # lesson 03
+        {"sddmm": 2**20, "dense": 2**40},  # six decades
+    ],
+)
+def test_memory_points_labels_do_not_overlap_and_the_model_stays_visible(own_axes, predicted):
+    plot_memory_points(predicted, dict(predicted), ax=own_axes)  # measured == model
+    model, measurement = own_axes.lines
+    # The measured dot is smaller than the model's ring and drawn over it.
+    assert measurement.get_markersize() < model.get_markersize()
+    assert measurement.get_zorder() > model.get_zorder() and model.get_markerfacecolor() == "none"
+    own_axes.figure.canvas.draw()
+    renderer = own_axes.figure.canvas.get_renderer()
+    low, high = own_axes.get_xlim()
+    labels = [
+        t
+        for t in own_axes.get_xticklabels(which="both")
+        if t.get_text() and low <= t.get_position()[0] <= high
+    ]
+    assert len(labels) >= 2, [t.get_text() for t in labels]  # a scale to read
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    for k in range(1, len(boxes)):
+        assert boxes[k - 1].x1 <= boxes[k].x0, "tick labels overlap"
+
+
+@pytest.mark.parametrize(
     ("predicted", "measured", "error", "words"),
     [
         ({}, {}, InputTypeError, "predicted must be a non-empty dict"),
@@ -623,3 +654,128 @@ def test_close_figure_closes_only_a_figure_it_is_given():
     assert plt.fignum_exists(fig.number)
     close_figure(fig)
     assert not plt.fignum_exists(fig.number)
+
+
+# --------------------------------------------------------------------------- weights recovered
+
+_RECOVERY = {
+    "signals": [40, 80, 160],
+    "loss": [0.8, 0.9, 0.95],
+    "error": [0.04, 0.02, 0.01],
+    "floor": [0.83, 0.91, 0.96],
+    "expected_error": [0.035, 0.021, 0.011],
+}
+
+
+def _recovery_figure(**changes):
+    arguments = {**_RECOVERY, "noise_variance": 1.0, "chosen": (80, 0.9, 0.02), **changes}
+    signals, loss, error = (arguments.pop(k) for k in ("signals", "loss", "error"))
+    return plot_recovery(signals, loss, error, **arguments)
+
+
+def test_plot_recovery_draws_each_curve_where_it_is_given():
+    before = set(plt.get_fignums())
+    fig = _recovery_figure(error_limits=(1e-3, 1.0))
+    assert set(plt.get_fignums()) == before  # a Figure pyplot does not track
+    fig.savefig(io.BytesIO(), format="png")  # every glyph drawn (a missing one warns: error)
+    ax_loss, ax_error = fig.axes
+    lines = {(ax is ax_error, line.get_label()): line for ax in fig.axes for line in ax.lines}
+    assert lines[False, "least squares, this draw"].get_ydata().tolist() == _RECOVERY["loss"]
+    assert lines[True, "least squares, this draw"].get_ydata().tolist() == _RECOVERY["error"]
+    floor = lines[False, "noise floor σ²(1 − nnz/(np))"]
+    assert floor.get_xdata().tolist() == _RECOVERY["signals"]
+    assert floor.get_ydata().tolist() == _RECOVERY["floor"]
+    model = next(line for (right, _), line in lines.items() if right and "model" in _)
+    assert model.get_ydata().tolist() == _RECOVERY["expected_error"]
+    assert list(lines[False, "noise variance σ²"].get_ydata()) == [1.0, 1.0]
+    for ax, y in ((ax_loss, 0.9), (ax_error, 0.02)):  # the chosen setting, ringed on both
+        ring = lines[ax is ax_error, "p = 80"]
+        assert ring.get_xdata().tolist() == [80] and ring.get_ydata().tolist() == [y]
+        assert ax.get_xscale() == "log" and ax.get_xlabel() == "signals p (log scale)"
+    assert ax_loss.get_ylabel() == "minimum loss L (signal units²)"
+    assert ax_error.get_yscale() == "log" and ax_error.get_ylim() == pytest.approx((1e-3, 1.0))
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "words"),
+    [
+        ({"signals": []}, InputTypeError, "signals must be a non-empty sequence"),
+        ({"signals": [40, 0, 160]}, InputValueError, r"signals\[1\] must be >= 1"),
+        ({"loss": [0.8, 0.9]}, InputValueError, "loss has 2 values, but x has 3"),
+        ({"error": [0.04, 0.0, 0.01]}, InputValueError, r"error\[1\] must be a finite number > 0"),
+        ({"floor": [0.8, math.nan, 0.9]}, InputValueError, r"floor\[1\] must be a finite"),
+        ({"noise_variance": 0.0}, InputValueError, "noise_variance must be > 0"),
+        ({"chosen": (80, 0.9)}, InputTypeError, r"chosen must be a tuple \(p, loss, error\)"),
+        ({"chosen": (80, 0.9, 0.0)}, InputValueError, "the chosen error must be > 0"),
+        ({"error_limits": (1.0, 0.1)}, InputValueError, "error_limits must satisfy 0 < low"),
+    ],
+)
+def test_plot_recovery_checks_its_arguments(changes, error, words):
+    with pytest.raises(error, match=f"plot_recovery: {words}"):
+        _recovery_figure(**changes)
+
+
+# --------------------------------------------------------------------------- draw_attention
+
+# Four nodes: 0 attends to 1, 2, 3 and itself; a square-ish layout.
+ATTENTION = torch.tensor(
+    [
+        [0.1, 0.6, 0.2, 0.1],
+        [0.5, 0.5, 0.0, 0.0],
+        [0.5, 0.0, 0.5, 0.0],
+        [1.0, 0.0, 0.0, 0.0],
+    ],
+    dtype=torch.float64,
+).to_sparse()
+SQUARE = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+
+
+def test_draw_attention_draws_the_row_wider_where_the_weight_is_larger(own_axes):
+    draw_attention(ATTENTION, 0, SQUARE, groups=torch.tensor([0, 0, 1, 1]), ax=own_axes)
+    graph, row = own_axes.collections[:2]
+    assert len(graph.get_segments()) == 6  # every stored off-diagonal entry, grey
+    segments, widths = row.get_segments(), row.get_linewidths()
+    assert [s[1].tolist() for s in segments] == [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    assert widths[0] > widths[1] > widths[2]  # 0.6 > 0.2 > 0.1
+    labels = sorted(t.get_text() for t in own_axes.texts if "." in t.get_text())
+    assert labels == ["0.10", "0.10", "0.20", "0.60"]  # three links and the self-loop
+    assert own_axes.get_title() == "node 0: 4 weights, itself included"
+    colours = own_axes.collections[2].get_facecolors()  # the nodes, by group
+    assert (colours[0] == colours[1]).all() and not (colours[1] == colours[2]).all()
+
+
+def test_draw_attention_without_an_axes_makes_a_figure_pyplot_does_not_hold():
+    before = plt.get_fignums()
+    fig = draw_attention(ATTENTION, 3, SQUARE, title="node 3")
+    assert isinstance(fig, Figure) and fig.canvas.manager is None
+    assert plt.get_fignums() == before  # nothing for Jupyter's pyplot flush to blank
+    assert fig.axes[0].get_title() == "node 3"
+    assert fig.axes[1].get_ylabel() == "attention weight α[3, j] (its row sums to 1)"
+    fig.savefig(io.BytesIO(), format="png")
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "words"),
+    [
+        ({"weights": ATTENTION.to_dense()}, InputTypeError, "weights must be a sparse COO or CSR"),
+        ({"weights": -ATTENTION}, InputValueError, "weights must be finite and >= 0"),
+        ({"weights": torch.ones(2, 3).to_sparse()}, InputValueError, "weights must be a square"),
+        ({"node": 4}, InputValueError, r"node must lie in \[0, 4\), got 4"),
+        ({"positions": SQUARE[:3]}, InputValueError, r"positions must be real, shape \(n, 2\)"),
+        ({"groups": torch.tensor([0.0, 1.0, 0.0, 1.0])}, InputTypeError, "groups must hold int"),
+        ({"groups": torch.tensor([0, 1, -1, 1])}, InputValueError, "groups must be"),
+    ],
+)
+def test_draw_attention_checks_its_arguments(changes, error, words):
+    arguments = {"weights": ATTENTION, "node": 0, "positions": SQUARE, **changes}
+    with pytest.raises(error, match=f"draw_attention: {words}"):
+        draw_attention(**arguments)
+
+
+def test_graph_layout_is_the_same_each_time_and_ignores_the_values():
+    first = graph_layout(ATTENTION)
+    assert first.shape == (4, 2) and first.dtype == torch.float64
+    torch.testing.assert_close(graph_layout(ATTENTION * 7), first, rtol=0, atol=0)
+    assert not torch.equal(graph_layout(ATTENTION, seed=1), first)  # the seed places it
+    with pytest.raises(InputValueError, match="graph_layout: A must be a square 2-D matrix"):
+        graph_layout(torch.ones(1, 2, 2).to_sparse())

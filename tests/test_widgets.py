@@ -2,16 +2,23 @@
 
 import contextlib
 import io
+import math
 
 import matplotlib
 import pytest
 import torch
 
 import sparsegrad_lab.ops
-from benchmarks.widget_callbacks import continuous_moves, lesson_explorers, move_slider
+from benchmarks.widget_callbacks import (
+    continuous_moves,
+    lesson_explorers,
+    move_slider,
+    release_explorers,
+    release_moves,
+)
 from sparsegrad_lab import widgets
-from sparsegrad_lab.errors import InputTypeError, InputValueError, format_bytes
-from sparsegrad_lab.example_matrices import MATRIX_KINDS
+from sparsegrad_lab.errors import InputTypeError, InputValueError, MemoryBudgetError, format_bytes
+from sparsegrad_lab.example_matrices import MATRIX_KINDS, les_miserables
 
 matplotlib.use("Agg")
 
@@ -413,3 +420,244 @@ def test_every_continuous_slider_runs_one_bounded_callback_at_its_extremes(monke
     assert moved == {"gradient_entry", "memory"}
     assert not any(s.continuous_update for s in explorers["pattern"].kwargs_widgets[1:])
     assert hasattr(explorers["memory"], "manual_button")
+
+
+# ----------------------------------------------------------------------- recovery explorer
+
+
+def _true_weights():
+    """Les Misérables' row-normalised weights, as lesson 04 hides them (float64)."""
+    graph = les_miserables(dtype=torch.float64)
+    rows, magnitudes = graph.indices()[0], graph.values().abs()
+    sums = torch.zeros(graph.shape[0], dtype=torch.float64).index_add_(0, rows, magnitudes)
+    return torch.sparse_coo_tensor(
+        graph.indices(), magnitudes / sums[rows], graph.shape, check_invariants=True
+    ).coalesce()
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_recovery_report_is_each_row_least_squares_fit(layout):
+    W = _true_weights()
+    p, sigma, seed = 50, 0.05, 3
+    report = widgets.recovery_report(
+        W if layout == "coo" else W.to_sparse_csr(), p, sigma, seed=seed
+    )
+    # The same draw, solved row by row with lstsq (exercise 1's reference) and judged here.
+    n = W.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 512, generator=gen, dtype=torch.float64)[:, :p]
+    E = torch.randn(n, 512, generator=gen, dtype=torch.float64)[:, :p]
+    Y = W.to_dense() @ X + sigma * E
+    rows, cols = W.indices()
+    w = torch.cat(
+        [
+            torch.linalg.lstsq(X[cols[rows == i]].T, Y[i].unsqueeze(1)).solution.squeeze(1)
+            for i in range(n)
+        ]
+    )
+    fitted = torch.sparse_coo_tensor(W.indices(), w, W.shape).to_dense() @ X
+    assert report.loss == pytest.approx(((fitted - Y) ** 2).mean().item(), rel=1e-9)
+    error = ((w - W.values()).norm() / W.values().norm()).item()
+    assert report.error == pytest.approx(error, rel=1e-9)
+    assert report.floor == pytest.approx(sigma**2 * (1 - W._nnz() / (n * p)), rel=1e-12)
+    assert f"{report.error:.3g}" in report.text and f"{report.floor:.3g}" in report.text
+    matplotlib.pyplot.close(report.figure)
+
+
+def test_recovery_report_curves_are_the_same_draw_as_the_chosen_setting():
+    W = _true_weights()
+    first = widgets.recovery_report(W, 64, 0.02)
+    q = first.signals[5]
+    again = widgets.recovery_report(W, q, 0.3)  # another noise level: everything scales
+    ax_loss, ax_error = first.figure.axes
+    draw = {
+        ax: next(line for line in ax.lines if line.get_label() == "least squares, this draw")
+        for ax in (ax_loss, ax_error)
+    }
+    k = draw[ax_error].get_xdata().tolist().index(q)
+    # On the curves of sigma = 0.02, the fit of the same draw at p = q, solved directly.
+    assert draw[ax_error].get_ydata()[k] * 0.3 / 0.02 == pytest.approx(again.error, rel=1e-8)
+    assert draw[ax_loss].get_ydata()[k] * (0.3 / 0.02) ** 2 == pytest.approx(again.loss, rel=1e-8)
+    # The error axis does not follow the noise level: it spans every level offered.
+    assert again.figure.axes[1].get_ylim() == pytest.approx(ax_error.get_ylim())
+    for report in (first, again):
+        matplotlib.pyplot.close(report.figure)
+
+
+def test_recovery_report_meets_its_models_on_average():
+    """Over 8 draws the mean minimum loss is the noise floor and the error meets its model.
+
+    One draw's loss lies within about 2 % of the floor and its error within 10 % of the model
+    (here); the floor without its correction, sigma^2, is 8 % above.
+    """
+    W = _true_weights()
+    reports = [widgets.recovery_report(W, 80, 0.1, seed=seed) for seed in range(8)]
+    mean_loss = sum(r.loss for r in reports) / len(reports)
+    mean_squared_error = sum(r.error**2 for r in reports) / len(reports)
+    assert mean_loss == pytest.approx(reports[0].floor, rel=0.02)
+    assert math.sqrt(mean_squared_error) == pytest.approx(reports[0].expected_error, rel=0.1)
+    for report in reports:
+        matplotlib.pyplot.close(report.figure)
+
+
+_EYE = torch.eye(3).to_sparse()
+
+
+@pytest.mark.parametrize(
+    ("W", "p", "sigma", "error", "words"),
+    [
+        (torch.eye(3), 8, 0.1, InputTypeError, "W must be sparse"),
+        (_EYE.to(torch.complex64), 8, 0.1, InputTypeError, "W must hold real floating-point"),
+        (torch.stack([_EYE] * 2), 8, 0.1, InputValueError, "W must be one 2-D matrix"),
+        (0 * _EYE, 8, 0.1, InputValueError, r"W \(3, 3\) must store at least one nonzero"),
+        (_EYE, 2, 0.1, InputValueError, r"p must lie in \[3, 512\]"),
+        (_EYE, 513, 0.1, InputValueError, r"p must lie in \[3, 512\]"),
+        (_EYE, 8.0, 0.1, InputTypeError, "p must be an int"),
+        (_EYE, 8, 0.0, InputValueError, "sigma must lie in"),
+        (_EYE, 8, 2.0, InputValueError, "sigma must lie in"),
+    ],
+)
+def test_recovery_report_checks_its_arguments(W, p, sigma, error, words):
+    with pytest.raises(error, match=f"recovery_report: {words}"):
+        widgets.recovery_report(W, p, sigma)
+
+
+def test_recovery_report_and_explorer_refuse_a_draw_over_the_budget(monkeypatch):
+    def drew(*args, **kwargs):
+        raise AssertionError("the signals were drawn before the budget was checked")
+
+    monkeypatch.setattr(widgets.torch, "randn", drew)
+    with pytest.raises(MemoryBudgetError, match="recovery_report on W 77 x 77"):
+        widgets.recovery_report(_true_weights(), 64, 0.02, budget=2**20)
+    monkeypatch.setattr(widgets, "LAB_BUDGET_BYTES", 2**20)
+    with pytest.raises(MemoryBudgetError, match="recovery_explorer on W 77 x 77"):
+        widgets.recovery_explorer(_true_weights())
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"p": 37}, r"p must lie in \[38, 513\)"),
+        ({"sigma": 0.0}, "sigma must lie in"),
+        ({"seed": -1}, "seed must be >= 0"),
+    ],
+)
+def test_recovery_explorer_checks_its_starting_values(options, words):
+    with pytest.raises(InputValueError, match=f"recovery_explorer: {words}"):
+        widgets.recovery_explorer(_true_weights(), **options)
+
+
+def test_recovery_explorer_sliders_act_on_release_and_drive_the_report():
+    W = _true_weights()
+    figures = set(matplotlib.pyplot.get_fignums())
+    explorer = quietly(lambda: widgets.recovery_explorer(W))
+    p_slider, sigma_slider = explorer.kwargs_widgets
+    assert not p_slider.continuous_update and not sigma_slider.continuous_update
+    assert (p_slider.min, p_slider.max) == (38, 512)  # largest degree 36, + 2
+    assert explorer.result.p == 64
+    quietly(lambda: setattr(p_slider, "value", 200))
+    quietly(lambda: setattr(sigma_slider, "value", 0.1))
+    assert (explorer.result.p, explorer.result.sigma) == (200, pytest.approx(0.1))
+    assert explorer.result.error < widgets.recovery_report(W, 64, 0.1).error
+    assert set(matplotlib.pyplot.get_fignums()) == figures  # nothing left open
+
+
+def test_every_slider_on_release_runs_its_callback_at_its_extremes(monkeypatch):
+    """The benchmark's moves of the sliders that act on release: each runs one callback.
+
+    ``make widget-times`` times them (against a budget of their own); here each move must give
+    a report for the slider's value, measure nothing and leave no figure open.
+    """
+    explorers = release_explorers()
+    monkeypatch.setattr(widgets, "sweep", lambda *a, **k: pytest.fail("a callback measured"))
+    moved = []
+    for move in release_moves(explorers):
+        figures = set(matplotlib.pyplot.get_fignums())
+        before = move.explorer.result
+        move_slider(move)
+        result = move.explorer.result
+        assert result is not before, f"{move.name}: the callback did not run"
+        assert set(matplotlib.pyplot.get_fignums()) == figures, f"{move.name} left a figure open"
+        for name, value in move.explorer.kwargs.items():
+            assert getattr(result, name) == pytest.approx(value), f"{move.name}: {name}"
+        moved.append(move.name)
+    assert {name.split(":")[0] for name in moved} == {"recovery", "attention"}
+    # recovery: two sliders, each to its minimum and back to its maximum; attention: its node
+    # slider starts at its minimum, so to its maximum, back, and to its maximum again.
+    assert len(moved) == 4 + 3
+
+
+# ---------------------------------------------------------------------- attention explorer
+
+
+def _karate_attention():
+    from benchmarks.widget_callbacks import karate_attention_weights
+
+    return karate_attention_weights()
+
+
+def test_attention_report_lists_the_row_largest_first_and_the_share_of_the_own_group():
+    alpha = _karate_attention()["layer 1"]
+    groups = torch.arange(34) % 2
+    report = widgets.attention_report(alpha, 33, groups=groups, layer="layer 1")
+    row = alpha.to_dense()[33]
+    stored = alpha.coalesce().indices()[1][alpha.coalesce().indices()[0] == 33]
+    assert sorted(report.neighbours) == sorted(stored.tolist())
+    assert report.weights == sorted(report.weights, reverse=True)
+    assert report.weights == [row[j].item() for j in report.neighbours]
+    own = sum(a for j, a in zip(report.neighbours, report.weights, strict=True) if j % 2 == 1)
+    assert report.text.endswith(f"its own group (1) gets {own:.0%}")
+    assert report.text.startswith(f"layer 1, node 33 (group 1): {len(stored)} weights")
+    assert f"each {1 / len(stored):.2f}" in report.text
+    assert report.figure.canvas.manager is None  # drawn without pyplot
+    assert report._repr_png_().startswith(b"\x89PNG")
+
+
+def test_attention_explorer_slider_and_dropdown_drive_the_report(monkeypatch):
+    before = matplotlib.pyplot.get_fignums()
+    explorer = quietly(lambda: widgets.attention_explorer(_karate_attention()))
+    node, layer = explorer.kwargs_widgets
+    assert not node.continuous_update  # drawing takes tenths of a second: on release
+    layouts = []
+    monkeypatch.setattr(widgets, "graph_layout", lambda *a, **k: layouts.append(a))
+    quietly(lambda: setattr(node, "value", 5))
+    assert (explorer.result.node, explorer.result.layer) == (5, "layer 1")
+    quietly(lambda: setattr(layer, "value", "layer 2"))
+    assert (explorer.result.node, explorer.result.layer) == (5, "layer 2")
+    assert layouts == []  # laid out once, when built: a node stays where it is
+    assert matplotlib.pyplot.get_fignums() == before  # no figure left for pyplot to flush
+
+
+def test_attention_explorer_shows_the_figure_as_an_image(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **k: shown.append(obj))
+    quietly(lambda: widgets.attention_explorer(_karate_attention()["layer 2"], node=3))
+    (image,) = shown
+    assert type(image).__name__ == "Image" and image.data.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("weights", "options", "error", "words"),
+    [
+        (torch.eye(3), {}, InputTypeError, "weights must be a sparse COO or CSR"),
+        ({}, {}, InputValueError, "weights must be a matrix or a non-empty dict"),
+        (
+            {"a": torch.eye(3).to_sparse(), "b": torch.eye(4).to_sparse()},
+            {},
+            InputValueError,
+            "every layer's weights must be",
+        ),
+        (torch.eye(3).to_sparse(), {"node": 3}, InputValueError, r"node must lie in \[0, 3\)"),
+        (-torch.eye(3).to_sparse(), {}, InputValueError, "weights must be finite and >= 0"),
+        (torch.eye(3).to_sparse(), {"groups": torch.ones(3)}, InputValueError, "groups must be"),
+        (
+            torch.eye(3).to_sparse(),
+            {"positions": torch.ones(2, 2)},
+            InputValueError,
+            r"positions must be None or a dense real tensor \(n, 2\) = \(3, 2\)",
+        ),
+    ],
+)
+def test_attention_explorer_checks_its_arguments_before_building(weights, options, error, words):
+    with pytest.raises(error, match=f"attention_explorer: {words}"):
+        widgets.attention_explorer(weights, **options)
