@@ -59,7 +59,7 @@ CONTINUOUS_BUDGET_S = 0.2
 
 
 def lesson_explorers() -> dict[str, Any]:
-    """Every explorer, built with the arguments its lesson passes (01; 02 and 03: defaults).
+    """The continuous explorers, built as their lessons build them (02; 01 and 03: defaults).
 
     Building runs each callback once (the memory explorer measures its starting setting), and
     what they print is swallowed.

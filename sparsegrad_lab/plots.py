@@ -18,11 +18,13 @@ Jupyter's inline backend shows them at the end of a cell.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,7 @@ __all__ = [
     "draw_attention",
     "draw_batched_product",
     "draw_storage",
+    "figures_outside_pyplot",
     "graph_layout",
     "plot_benchmark",
     "plot_gradient_entry",
@@ -68,8 +71,37 @@ _SPY_BINS = 400  # raster resolution of a binned spy plot, per axis
 # --------------------------------------------------------------------------- helpers
 
 
+_OUTSIDE_PYPLOT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "sparsegrad_lab_figures_outside_pyplot", default=False
+)
+
+
+@contextlib.contextmanager
+def figures_outside_pyplot() -> Iterator[None]:
+    """Within the block, new figures are plain :class:`~matplotlib.figure.Figure` objects
+    that pyplot never holds, so nothing but their caller can show or flush them.
+
+    The explorers' callbacks draw inside it: with ipykernel 7 a callback runs on a subshell
+    while the inline backend may flush pyplot's open figures, which could show a figure half
+    drawn (a blank image). A figure made here is shown by whoever asked for it, once.
+
+    >>> with figures_outside_pyplot():
+    ...     fig = spy(torch.eye(3).to_sparse())
+    >>> fig.canvas.manager is None and plt.get_fignums() == []
+    True
+    """
+    token = _OUTSIDE_PYPLOT.set(True)
+    try:
+        yield
+    finally:
+        _OUTSIDE_PYPLOT.reset(token)
+
+
 def _canvas(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure | None, Axes]:
     if ax is None:
+        if _OUTSIDE_PYPLOT.get():
+            fig = Figure(figsize=figsize, layout="constrained")
+            return fig, fig.add_subplot()
         fig, new_ax = plt.subplots(figsize=figsize, layout="constrained")
         return fig, new_ax
     if not isinstance(ax, Axes):

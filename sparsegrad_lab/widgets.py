@@ -36,6 +36,7 @@ from .operand_checks import check_sparse_layout, check_sparse_matrix
 from .plots import (
     close_figure,
     draw_attention,
+    figures_outside_pyplot,
     graph_layout,
     plot_gradient_entry,
     plot_memory_points,
@@ -291,7 +292,8 @@ def gradient_entry_explorer(A: Tensor, G: Tensor, B: Tensor) -> Any:
     b, n, m = _entry_shape("gradient_entry_explorer", A, G, B)
 
     def show(i: int, j: int, item: int | None) -> EntryReport:
-        report = gradient_entry_report(A, G, B, i, j, item=item)
+        with figures_outside_pyplot():
+            report = gradient_entry_report(A, G, B, i, j, item=item)
         print(report.text)
         _show_and_close(report.figure)
         return report
@@ -396,7 +398,8 @@ got 'bogus'
     import ipywidgets as w
 
     def show(name: str, n: int, density: float) -> PatternReport:
-        report = pattern_report(name, n, density)
+        with figures_outside_pyplot():
+            report = pattern_report(name, n, density)
         print(report.text)
         if report.figure is not None:
             _show_and_close(report.figure)
@@ -558,7 +561,8 @@ def memory_explorer(n: int = 2000, density: float = 0.001, p: int = 32) -> Any:
     import ipywidgets as w
 
     def show(n: int, density: float, p: int) -> MemoryReport:
-        report = memory_report(n, density, p)
+        with figures_outside_pyplot():
+            report = memory_report(n, density, p)
         print(report.text)
         _show_and_close(report.figure)
         return report

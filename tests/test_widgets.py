@@ -661,3 +661,28 @@ def test_attention_explorer_shows_the_figure_as_an_image(monkeypatch):
 def test_attention_explorer_checks_its_arguments_before_building(weights, options, error, words):
     with pytest.raises(error, match=f"attention_explorer: {words}"):
         widgets.attention_explorer(weights, **options)
+
+
+def test_no_callback_draws_through_pyplot(monkeypatch):
+    """Every explorer's callback draws on a figure pyplot never holds.
+
+    With ipykernel 7 a widget callback runs on a subshell while the inline backend may flush
+    pyplot's open figures, which shows a figure half drawn: a blank image. A figure pyplot does
+    not know of is shown once, by the callback, when it is complete.
+    """
+    explorers = {**lesson_explorers(), **release_explorers()}
+    made_by_pyplot = []
+    pyplot_figure = matplotlib.pyplot.figure
+
+    def recorded_figure(*args, **kwargs):
+        made_by_pyplot.append(args)
+        return pyplot_figure(*args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.pyplot, "figure", recorded_figure)
+    moves = [*continuous_moves(explorers), *release_moves(explorers)]
+    assert {move.explorer_name for move in moves} == set(explorers)
+    for move in moves:
+        move_slider(move)
+        assert made_by_pyplot == [], f"{move.name} drew through pyplot"
+        figure = move.explorer.result.figure  # the pattern explorer draws none past a limit
+        assert figure is None or figure.canvas.manager is None, move.name
