@@ -115,20 +115,14 @@ def continuous_moves(explorers: dict[str, Any], repeats: int = 1) -> Iterator[Mo
 
 
 def move_slider(move: Move) -> str:
-    """Set the slider (its callback runs at once) and render the figure the callback made.
+    """Set the slider (its callback runs at once) and return what the callback printed.
 
-    Without a front end nothing renders the figure, so it is drawn to PNG here, as JupyterLab's
-    inline backend would -- only a new one: a callback that printed a preview (the memory
-    explorer's sliders) left the last measurement's report, and its figure, in place. Returns
-    what the callback printed.
+    The time includes rendering: every explorer renders its figure to PNG inside its callback
+    (the explorers send a PNG image of a figure pyplot never holds), as the front end gets it.
     """
-    before = move.explorer.result
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         move.slider.value = move.value
-    figure = getattr(move.explorer.result, "figure", None)
-    if move.explorer.result is not before and figure is not None:
-        figure.savefig(io.BytesIO(), format="png")
     return printed.getvalue()
 
 
