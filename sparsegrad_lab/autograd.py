@@ -1,5 +1,11 @@
 """The autograd Functions of ``sparse_mm`` and ``sampled_mm``, and their backward products.
 
+A call with a kept pattern and the default ``"sddmm"`` runs the registered operator of
+:mod:`sparsegrad_lab.pattern_op` instead: the sort of the transpose is paid once there, so
+none of the routes below that avoid it applies. These Functions serve a call that builds its
+pattern (the small-graph routes of :mod:`sparsegrad_lab.routes`), the ``"gather"`` and
+``"dense"`` strategies, and ``sampled_mm``.
+
 For :math:`C = A B` and upstream :math:`G = \\partial L / \\partial \\bar C`:
 
 .. math::

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -34,7 +34,8 @@ from .errors import InputTypeError, InputValueError
 from .example_matrices import uniform_random
 from .footprint import Dims, Stages, sparse_mm_stages
 from .ops import sparse_mm, sparsity_pattern
-from .pattern import SparsityPattern
+from .pattern import SparsityPattern, coalesced
+from .pattern_op import PatternIndices, pattern_mm
 from .scalar_checks import check_int, dtype_from, layout_name, parse_layout
 from .third_party import torch_coo_stages, torch_csr_stages, tsgu_matmul, tsgu_stages
 
@@ -336,6 +337,65 @@ def _sparse_mm_keeping_the_pattern() -> MatMul:
     return with_kept_pattern
 
 
+class _PatternMMOnDenseValues:
+    """``pattern_mm(values, B, kept)``: ``A``'s values as a dense leaf, the pattern kept.
+
+    How a training loop whose sparse weights are a dense ``nn.Parameter`` runs (a
+    :class:`~sparsegrad_lab.SparseLinear`, say): the first call keeps ``A``'s pattern
+    (``sparsity_pattern``, its transpose sorted then) and takes ``values``, a view of
+    ``A``'s own values storage detached from ``A``, as the leaf; every call multiplies those
+    values, whatever they hold then, through the registered op. No check per call: the
+    pattern was checked once, as a layer checks it at construction. The dense gradient is
+    handed to ``A.grad`` as it is accumulated -- a sparse tensor on ``A``'s own indices around
+    it, no copy -- so that the benchmark reads and clears it as it does every other's.
+    """
+
+    def __init__(self) -> None:
+        self.pattern: SparsityPattern | None = None
+        self.values: Tensor | None = None
+        self.A: Tensor | None = None
+
+    def __call__(self, A: Tensor, B: Tensor) -> Tensor:
+        if self.pattern is None or self.values is None:
+            self.pattern = sparsity_pattern(A)
+            PatternIndices.of_kept(self.pattern)  # the transpose, sorted once
+            self.values = coalesced(A.detach()).values().reshape(-1).requires_grad_()
+            self.values.register_post_accumulate_grad_hook(self._hand_to_A)
+        self.A = A
+        return pattern_mm(self.values, B, self.pattern)
+
+    def _hand_to_A(self, values: Tensor) -> None:
+        A, grad = self.A, values.grad
+        values.grad = None
+        if A is None or grad is None or not A.requires_grad:
+            return
+        A = coalesced(A)
+        if A.layout == torch.sparse_coo:
+            A.grad = torch.sparse_coo_tensor(
+                A.indices(), grad, A.shape, is_coalesced=True, check_invariants=False
+            )
+        else:
+            A.grad = torch.sparse_csr_tensor(
+                A.crow_indices(),
+                A.col_indices(),
+                grad.view(A.values().shape),
+                A.shape,
+                check_invariants=False,
+            )
+
+
+def _dense_values_stages(d: Dims) -> Stages:
+    """``"pattern_mm"``'s memory: the kept ``sparse_mm``'s stages, but no sparse ``A.grad``
+    clone: the gradient is the sampled product's own values, wrapped without a copy."""
+    stages, alive = sparse_mm_stages(d, strategy="sddmm", kept=True)
+    clone = ("A.grad values", "A.grad indices")
+    kept = [
+        replace(stage, terms={k: v for k, v in stage.terms.items() if k not in clone})
+        for stage in stages
+    ]
+    return kept, alive
+
+
 def _ours(strategy: str) -> Implementation:
     return Implementation(
         strategy,
@@ -346,8 +406,9 @@ def _ours(strategy: str) -> Implementation:
 
 
 #: Every implementation by name: ``sparse_mm``'s three backward strategies, torch's own
-#: autograd with a COO and a CSR ``A``, torchsparsegradutils, and ``sparse_mm`` called the
-#: way a training loop over a fixed pattern calls it (``pattern=`` kept from its first call).
+#: autograd with a COO and a CSR ``A``, torchsparsegradutils, ``sparse_mm`` called the way a
+#: training loop over a fixed pattern calls it (``pattern=`` kept from its first call), and
+#: that loop with the values as a dense tensor through the registered op (``pattern_mm``).
 REGISTRY: dict[str, Implementation] = {
     impl.name: impl
     for impl in (
@@ -385,6 +446,13 @@ REGISTRY: dict[str, Implementation] = {
             partial(sparse_mm_stages, strategy="sddmm", kept=True),
             first_call="sddmm",
         ),
+        Implementation(
+            "pattern_mm",
+            "pattern_mm(values, B, kept)",
+            _PatternMMOnDenseValues,
+            _dense_values_stages,
+            first_call="sddmm",
+        ),
     )
 }
 
@@ -399,7 +467,7 @@ def get_implementation(name: Any) -> Implementation:
     Traceback (most recent call last):
     ...
     sparsegrad_lab.errors.InputValueError: impl must be one of ('sddmm', 'gather', 'dense', \
-'torch_coo', 'torch_csr', 'tsgu', 'sddmm_kept'), got 'magic'
+'torch_coo', 'torch_csr', 'tsgu', 'sddmm_kept', 'pattern_mm'), got 'magic'
     """
     if not isinstance(name, str) or name not in REGISTRY:
         raise InputValueError(f"impl must be one of {IMPLEMENTATIONS}, got {name!r}")

@@ -28,16 +28,15 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InputTypeError, InputValueError
-from .pattern import SparsityPattern, coalesced
-from .pattern_op import PatternIndices, pattern_mm_2d
+from .pattern import SparsityPattern
+from .pattern_op import INDEX_NAMES, PatternIndices, pattern_mm_2d
 
 __all__ = ["SparseLinear"]
 
 #: The index buffers. ``crow`` and ``col`` say which pattern a checkpoint belongs to and are
 #: saved with it (and compared on loading); the transpose's indices and the permutations
 #: derive from them and are rebuilt at construction, never read from a file.
-_SAVED = ("crow", "col")
-_DERIVED = ("crow_t", "col_t", "perm", "perm_t")
+_SAVED = INDEX_NAMES[:2]
 
 
 class SparseLinear(nn.Module):
@@ -111,8 +110,7 @@ class SparseLinear(nn.Module):
         super().__init__()
         initial = None
         if isinstance(weight, Tensor):
-            indices = PatternIndices.from_sparse(weight, "SparseLinear")
-            initial = coalesced(weight.detach()).values().reshape(-1)
+            indices, initial = PatternIndices.with_values(weight, "SparseLinear")
             if dtype is None and (initial.is_floating_point() or initial.is_complex()):
                 dtype = initial.dtype
         elif isinstance(weight, SparsityPattern):
@@ -130,7 +128,7 @@ class SparseLinear(nn.Module):
         self.size = indices.size
         *lead, self.out_features, self.in_features = indices.size
         self.batch: int | None = lead[0] if lead else None
-        for name, index in zip(_SAVED + _DERIVED, indices.tensors, strict=True):
+        for name, index in zip(INDEX_NAMES, indices.tensors, strict=True):
             self.register_buffer(name, index.to(device), persistent=name in _SAVED)
         self.values = nn.Parameter(torch.empty(indices.nnz, device=device, dtype=dtype))
         bias_shape = (*lead, self.out_features)
@@ -169,9 +167,12 @@ class SparseLinear(nn.Module):
     @property
     def indices(self) -> PatternIndices:
         """The pattern's :class:`~sparsegrad_lab.pattern_op.PatternIndices` (the buffers)."""
-        return PatternIndices(
-            self.crow, self.col, self.crow_t, self.col_t, self.perm, self.perm_t, self.size
-        )
+        crow, col, crow_t, col_t, perm, perm_t = self._index_tensors()
+        return PatternIndices(crow, col, crow_t, col_t, perm, perm_t, self.size)
+
+    def _index_tensors(self) -> tuple[Tensor, ...]:
+        """The index buffers in the ops' order (:attr:`PatternIndices.tensors`)."""
+        return tuple(getattr(self, name) for name in INDEX_NAMES)
 
     @property
     def nnz(self) -> int:
@@ -230,7 +231,7 @@ class SparseLinear(nn.Module):
             x = x.to(self.values.dtype)
         lead = x.shape[:-1]
         n_in, n_out = self.in_features, self.out_features
-        indices = (self.crow, self.col, self.crow_t, self.col_t, self.perm, self.perm_t)
+        indices = self._index_tensors()
         if self.batch is None:
             if x.dim() < 1 or x.shape[-1] != n_in:
                 raise InputValueError(

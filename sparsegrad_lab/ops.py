@@ -31,6 +31,7 @@ from .pattern import (
     pattern_of,
     values_of,
 )
+from .pattern_op import pattern_mm_2d
 from .routes import coo_product_for
 from .strategies import BackwardStrategy
 
@@ -43,10 +44,13 @@ R = TypeVar("R")
 def _eager_only(fn: Callable[P, R]) -> Callable[P, R]:
     """Run ``fn`` eagerly inside ``torch.compile``: a graph break, not a crash.
 
-    torch.compile traces tensors as "fake" tensors, which have no sparse CSR support and
-    lose the COO indices this package reads (dynamo fails with "tuple index out of range",
-    or "Sparse CSR tensors do not have strides"). The dense work around the call is still
-    compiled; the sparse product runs torch's kernels as it does without compile.
+    Dynamo cannot take a sparse tensor as an input of a graph (torch 2.13: "Attempted to
+    wrap sparse Tensor") nor build one (``torch.sparse_coo_tensor`` is a function it skips),
+    and its "fake" tensors have no sparse CSR support. A function that takes a sparse ``A``
+    therefore cannot be traced whole, whatever it does inside. The dense work around the
+    call is still compiled; the sparse product runs as it does without compile. A step
+    over a kept pattern traces whole as ``pattern_mm(values, B, kept)``
+    (:func:`sparsegrad_lab.pattern_op.pattern_mm`), whose values are a dense tensor.
     """
     wrapped: Callable[P, R] = torch.compiler.disable(fn, recursive=True)
     return functools.wraps(fn)(wrapped)
@@ -62,10 +66,19 @@ def sparsity_pattern(A: Tensor) -> SparsityPattern:
     (the ``sddmm_kept`` rows of the committed CPU benchmark show what keeping it saves). A
     kept pattern checks ``A``'s indices once, here, owns a copy of them, computes its
     transpose on first use and reuses it. The price is memory, held for as long as you
-    keep the pattern: the copy of the indices and, after the first backward, an int64
-    permutation and two int32 index vectors of length ``nnz`` (int64 beyond 2³¹),
-    ``m + 1`` row pointers and, for CSR, the expanded row of each entry in ``A``'s index
-    dtype -- 24 to 40 bytes per stored entry in all.
+    keep the pattern: the copy of the indices and, after the first call that needs a
+    gradient, an int64 permutation and three int32 index vectors of length ``nnz`` (the
+    transpose's rows and columns and the inverse permutation; int64 beyond 2³¹), ``m + 1``
+    row pointers and, for CSR, the expanded row of each entry in ``A``'s index dtype -- 28
+    to 48 bytes per stored entry in all.
+
+    With the default ``backward="sddmm"``, a call with a kept pattern multiplies through the
+    registered operator ``sparsegrad_lab::pattern_mm`` on the pattern's own tensors
+    (:attr:`SparsityPattern.operator_indices`): the product and derivative that
+    ``pattern_mm(values, B, pattern)`` and :class:`~sparsegrad_lab.SparseLinear` run. That
+    form takes the values as a dense tensor, with no sparse ``A`` and no check per call, and
+    so traces whole under ``torch.compile(fullgraph=True)`` and ``torch.export``
+    (``sparse_mm`` itself cannot: it takes a sparse tensor, see ``_eager_only``).
 
     Parameters
     ----------
@@ -153,7 +166,9 @@ def sparse_mm(
     pattern : SparsityPattern, optional
         ``sparsity_pattern(A)``, kept across calls whose ``A`` has the same indices: saves
         rebuilding the pattern and, in the backward, the transpose (see
-        :func:`sparsity_pattern`). Checked against ``A`` on every call.
+        :func:`sparsity_pattern`). Checked against ``A`` on every call. With
+        ``backward="sddmm"``, a call that needs a gradient runs the registered operator of
+        :mod:`sparsegrad_lab.pattern_op` on it (the same numbers).
 
     Returns
     -------
@@ -196,7 +211,12 @@ def sparse_mm(
     # A 2-D B is used as it is: even a no-op reshape of a B that requires grad adds an
     # autograd node to every forward and backward.
     B2 = B if A.dim() == 2 else B.reshape(b * m, p)
-    if A.layout == torch.sparse_csr and (A.dim() == 3 or not has_contiguous_indices(A)):
+    if kept is not None and backward == "sddmm" and _needs_grad(A, B):
+        # A training loop's path: the registered op of pattern_op on the kept pattern's own
+        # tensors (its transpose sorted once, on the first call), the same op and derivative
+        # that pattern_mm(values, B, kept) and SparseLinear run, compiled or not.
+        C = pattern_mm_2d(values_of(A), B2, *kept.operator_indices)
+    elif A.layout == torch.sparse_csr and (A.dim() == 3 or not has_contiguous_indices(A)):
         # One autograd node reading A: a double backward through SparseMatMulOfA reads A
         # twice, and torch 2.13 corrupts the sum of two batched CSR gradients. A 2-D A
         # with strided index views is multiplied through the pattern's contiguous copies
@@ -207,6 +227,11 @@ def sparse_mm(
     else:
         C = SparseMatMulOfA.apply(A, B2, pattern, backward, False)
     return C if A.dim() == 2 else C.view(b, n, p)
+
+
+def _needs_grad(A: Tensor, B: Tensor) -> bool:
+    """Whether the product will be differentiated (a forward alone needs no transpose)."""
+    return torch.is_grad_enabled() and (A.requires_grad or B.requires_grad)
 
 
 def _coo_product(

@@ -185,6 +185,15 @@ class SparsityPattern:
         """
         return "transpose" in self.__dict__  # cached_property's slot
 
+    def has_operator_indices(self) -> bool:
+        """Whether :attr:`operator_indices` has been built (a traced call can only read it).
+
+        >>> pattern = kept_pattern(torch.eye(2).to_sparse())
+        >>> pattern.has_operator_indices(), len(pattern.operator_indices), pattern.has_transpose()
+        (False, 6, True)
+        """
+        return "operator_indices" in self.__dict__  # cached_property's slot
+
     @property
     def shape(self) -> tuple[int, int]:
         """``(N, M) = (b n, b m)``, the shape of the block-diagonal matrix."""
@@ -230,6 +239,32 @@ class SparsityPattern:
             col=self.row[perm].to(index_dtype), batch=self.batch, block_shape=(m, n), _row=row_t
         )
         return TransposedPattern(transposed, perm)
+
+    @cached_property
+    def operator_indices(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(crow, col, crow_t, col_t, perm, perm_t)``: the index arguments of the registered
+        ops of :mod:`sparsegrad_lab.pattern_op`, built from this pattern's own tensors.
+
+        ``crow``/``col`` are this pattern's, ``crow_t``/``col_t`` its transpose's (each pair
+        of one dtype), ``perm`` the transpose's permutation and ``perm_t`` its inverse
+        (:attr:`TransposedPattern.inverse`). Nothing is copied that the pattern holds
+        already; the transpose and the inverse are built on first use and cached, and so is
+        the tuple (:meth:`has_operator_indices`): a compiled function reads it as it is.
+
+        >>> crow, col, crow_t, col_t, perm, perm_t = kept_pattern(
+        ...     torch.tensor([[0.0, 2.0], [3.0, 4.0]]).to_sparse()).operator_indices
+        >>> col.tolist(), col_t.tolist(), perm.tolist(), perm_t.tolist()
+        ([1, 0, 1], [1, 0, 1], [1, 0, 2], [1, 0, 2])
+        """
+        transpose = self.transpose
+        return (
+            self.crow,
+            self.col,
+            transpose.pattern.crow,
+            transpose.pattern.col,
+            transpose.perm,
+            transpose.inverse,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -379,6 +414,20 @@ class TransposedPattern:
 
     pattern: SparsityPattern
     perm: Tensor
+
+    @cached_property
+    def inverse(self) -> Tensor:
+        """The inverse of :attr:`perm`: entry ``j`` of ``A`` is entry ``inverse[j]`` of ``Aᵀ``.
+
+        In the transpose's index dtype; built on first use (the derivative of a product on
+        ``Aᵀ`` reads ``A``'s values through it) and cached.
+
+        >>> kept_pattern(torch.eye(2).flip(0).to_sparse()).transpose.inverse.tolist()
+        [1, 0]
+        """
+        dtype = self.pattern.col.dtype
+        order = torch.arange(self.perm.shape[0], dtype=dtype, device=self.perm.device)
+        return torch.empty_like(order).scatter_(0, self.perm, order)
 
 
 def coalesced(A: Tensor) -> Tensor:

@@ -37,7 +37,10 @@ backward) with no further code. Both ops take the same index tensors -- the CSR 
 pointers and columns of ``A`` and of ``Aᵀ``, the permutation ``perm`` from ``A``'s value
 order to ``Aᵀ``'s and its inverse -- so that swapping the two halves turns an op on ``A``
 into the same op on ``Aᵀ``. :class:`PatternIndices` builds and checks them once; nothing
-is sorted, converted or validated per call. A batch of ``b`` matrices is the
+is sorted, converted or validated per call. A kept pattern (``sparsity_pattern(A)``) holds
+them as its own tensors (:attr:`~sparsegrad_lab.SparsityPattern.operator_indices`): that is
+how ``sparse_mm(A, B, pattern=kept)`` runs these same ops, and ``pattern_mm(values, B,
+kept)`` takes it directly. A batch of ``b`` matrices is the
 block-diagonal ``b n x b m`` matrix (see :mod:`sparsegrad_lab.pattern`).
 
 Two routes, one set of maths. When a tracer is at work (``torch.compile``, ``torch.export``,
@@ -65,6 +68,7 @@ from .scalar_checks import check_int
 from .sddmm import sampled_product
 
 __all__ = [
+    "INDEX_NAMES",
     "PATTERN_MM",
     "PATTERN_SDDMM",
     "PatternIndices",
@@ -180,16 +184,25 @@ def _mm_grads(
 
 def _sddmm_grads(
     mm: Product,
+    sddmm: Product,
     G: Tensor,
     dense: Tensor,
     H: Tensor,
     indices: Sequence[Tensor],
     need: Sequence[bool],
 ) -> tuple[Tensor | None, Tensor | None]:
-    """``s = (G Bᴴ)`` at the pattern: ``∇G = A(h) B``, ``∇B = A(h)ᴴ G``."""
+    """``s = (G Bᴴ)`` at the pattern: ``∇G = A(h) B``, ``∇B = A(h)ᴴ G`` (``sddmm`` unused:
+    the signature is :func:`_mm_grads`', so that one shell serves both ops)."""
     grad_G = mm(H, dense, *indices) if need[0] else None
     grad_dense = mm(_adjoint(H, indices[4]), G, *_transposed(indices)) if need[1] else None
     return grad_G, grad_dense
+
+
+#: The derivative of one op: ``grads(mm, sddmm, first, dense, upstream, indices, need)``.
+Grads = Callable[
+    [Product, Product, Tensor, Tensor, Tensor, Sequence[Tensor], Sequence[bool]],
+    tuple[Tensor | None, Tensor | None],
+]
 
 
 # --------------------------------------------------------------------------- the operators
@@ -268,64 +281,54 @@ def _save(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
     ctx.save_for_backward(*inputs)
 
 
-def _pattern_mm_backward(ctx: Any, G: Tensor) -> tuple[Tensor | None, ...]:
-    values, dense, *indices = ctx.saved_tensors
-    grads = _mm_grads(PATTERN_MM, PATTERN_SDDMM, values, dense, G, indices, ctx.needs_input_grad)
-    return (*grads, None, None, None, None, None, None)
+def _op_backward(grads: Grads) -> Callable[[Any, Tensor], tuple[Tensor | None, ...]]:
+    """The registered op's backward: ``grads`` on the saved inputs, with the ops themselves."""
+
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
+        first, dense, *indices = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        found = grads(PATTERN_MM, PATTERN_SDDMM, first, dense, upstream, indices, need)
+        return (*found, *(None,) * len(indices))
+
+    return backward
 
 
-def _pattern_sddmm_backward(ctx: Any, H: Tensor) -> tuple[Tensor | None, ...]:
-    G, dense, *indices = ctx.saved_tensors
-    grads = _sddmm_grads(PATTERN_MM, G, dense, H, indices, ctx.needs_input_grad)
-    return (*grads, None, None, None, None, None, None)
-
-
-_pattern_mm.register_autograd(_pattern_mm_backward, setup_context=_save)
-_pattern_sddmm.register_autograd(_pattern_sddmm_backward, setup_context=_save)
+_pattern_mm.register_autograd(_op_backward(_mm_grads), setup_context=_save)
+_pattern_sddmm.register_autograd(_op_backward(_sddmm_grads), setup_context=_save)
 
 
 # --------------------------------------------------------------------------- the eager route
 
 
-class _EagerPatternMM(torch.autograd.Function):
-    """:data:`PATTERN_MM`'s maths as an autograd Function: what an eager call runs."""
+def _eager_function(name: str, kernel: Product, grads: Grads) -> Any:
+    """An op's maths as a plain autograd Function, ``apply(first, dense, *indices)``.
 
-    @staticmethod
-    def forward(ctx: Any, values: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
+    The same kernel and derivative as the registered op, without the dispatcher's per-call
+    cost; one shell for both ops (each differentiates into the other).
+    """
+
+    def forward(ctx: Any, first: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(values, dense)
+        ctx.save_for_backward(first, dense)
         ctx.indices = indices
-        return _mm_kernel(values, dense, *indices)
+        return kernel(first, dense, *indices)
 
-    @staticmethod
-    def backward(ctx: Any, G: Tensor | None) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, upstream: Tensor | None) -> tuple[Tensor | None, ...]:
         nones = (None,) * len(ctx.indices)
-        if G is None:
+        if upstream is None:  # no gradient reached the output: none for the inputs either
             return (None, None, *nones)
-        values, dense = ctx.saved_tensors
+        first, dense = ctx.saved_tensors
         mm, sddmm = _eager_products()
-        grads = _mm_grads(mm, sddmm, values, dense, G, ctx.indices, ctx.needs_input_grad)
-        return (*grads, *nones)
+        found = grads(mm, sddmm, first, dense, upstream, ctx.indices, ctx.needs_input_grad)
+        return (*found, *nones)
+
+    methods = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    return type(name, (torch.autograd.Function,), {"__doc__": kernel.__doc__, **methods})
 
 
-class _EagerPatternSDDMM(torch.autograd.Function):
-    """:data:`PATTERN_SDDMM`'s maths as an autograd Function (see :class:`_EagerPatternMM`)."""
-
-    @staticmethod
-    def forward(ctx: Any, G: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(G, dense)
-        ctx.indices = indices
-        return _sddmm_kernel(G, dense, *indices)
-
-    @staticmethod
-    def backward(ctx: Any, H: Tensor | None) -> tuple[Tensor | None, ...]:
-        nones = (None,) * len(ctx.indices)
-        if H is None:
-            return (None, None, *nones)
-        G, dense = ctx.saved_tensors
-        mm, _ = _eager_products()
-        return (*_sddmm_grads(mm, G, dense, H, ctx.indices, ctx.needs_input_grad), *nones)
+#: :data:`PATTERN_MM` and :data:`PATTERN_SDDMM` as autograd Functions: what an eager call runs.
+_EagerPatternMM = _eager_function("_EagerPatternMM", _mm_kernel, _mm_grads)
+_EagerPatternSDDMM = _eager_function("_EagerPatternSDDMM", _sddmm_kernel, _sddmm_grads)
 
 
 def _eager_products() -> tuple[Product, Product]:
@@ -369,6 +372,9 @@ def _sddmm_2d(G: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------- the indices
 
+#: The ops' index arguments, in order: :class:`PatternIndices`' fields, a layer's buffers.
+INDEX_NAMES = ("crow", "col", "crow_t", "col_t", "perm", "perm_t")
+
 
 @dataclass(frozen=True, eq=False)
 class PatternIndices:
@@ -377,11 +383,13 @@ class PatternIndices:
     ``A`` is ``(n, m)``, or a batch ``(b, n, m)`` held as the block-diagonal
     ``(b n, b m)`` matrix; its ``nnz`` values live in a separate dense vector, in CSR order
     of that matrix (for COO input: the coalesced order; for CSR: ``A.values()`` flattened).
-    All index tensors share one dtype: int32 wherever it can address the matrix (torch's
-    CPU kernel would otherwise convert int64 on every product), int64 beyond.
+    Built by :meth:`from_sparse`, :meth:`from_pattern` or :meth:`from_edges`, all index
+    tensors share one dtype: int32 wherever it can address the matrix (torch's CPU kernel
+    would otherwise convert int64 on every product), int64 beyond. :meth:`of_kept` shares
+    a kept pattern's tensors instead, whose two pairs may differ in dtype.
 
-    Build it with :meth:`from_sparse`, :meth:`from_pattern` or :meth:`from_edges`, which
-    check the indices once; the ops trust them afterwards.
+    Those constructors check the indices once (a kept pattern was checked when it was
+    built); the ops trust them afterwards.
 
     Attributes
     ----------
@@ -424,7 +432,8 @@ class PatternIndices:
     @property
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(crow, col, crow_t, col_t, perm, perm_t)``, the ops' index arguments in order."""
-        return (self.crow, self.col, self.crow_t, self.col_t, self.perm, self.perm_t)
+        crow, col, crow_t, col_t, perm, perm_t = (getattr(self, n) for n in INDEX_NAMES)
+        return (crow, col, crow_t, col_t, perm, perm_t)
 
     def to(self, device: torch.device | str) -> PatternIndices:
         """The same indices on ``device`` (``self`` when they are there already).
@@ -480,10 +489,23 @@ class PatternIndices:
         InputTypeError, InputValueError
             If ``A`` is not a sparse matrix or an index is invalid; the message names it.
         """
+        return cls.with_values(A, where)[0]
+
+    @classmethod
+    def with_values(
+        cls, A: Tensor, where: str = "PatternIndices.with_values"
+    ) -> tuple[PatternIndices, Tensor]:
+        """:meth:`from_sparse`, and ``A``'s values in the pattern's order (detached, flat).
+
+        >>> indices, values = PatternIndices.with_values(torch.eye(2).to_sparse_csr())
+        >>> indices.nnz, values.tolist()
+        (2, [1.0, 1.0])
+        """
         check_sparse_matrix(A, where)
         check_indices(A, where)
         A = coalesced(A.detach())
-        return cls.from_pattern(pattern_of(A), size=tuple(A.shape))
+        indices = cls.from_pattern(pattern_of(A), size=tuple(A.shape))
+        return indices, A.values().reshape(-1)
 
     @classmethod
     def from_pattern(
@@ -491,8 +513,9 @@ class PatternIndices:
     ) -> PatternIndices:
         """The indices of a :class:`~sparsegrad_lab.SparsityPattern` (trusted: it was checked).
 
-        ``size`` defaults to ``(n, m)`` for one block and ``(b, n, m)`` for several. Builds
-        (and caches on ``pattern``) its transpose if it has none yet.
+        ``size`` defaults to the shape of the ``A`` a kept pattern was built from, else
+        ``(n, m)`` for one block and ``(b, n, m)`` for several. Builds (and caches on
+        ``pattern``) its transpose and the inverse permutation if it has none yet.
 
         >>> from sparsegrad_lab import sparsity_pattern
         >>> PatternIndices.from_pattern(sparsity_pattern(torch.eye(3).to_sparse())).nnz
@@ -503,29 +526,49 @@ class PatternIndices:
                 f"PatternIndices.from_pattern: pattern must be a SparsityPattern, got an "
                 f"object of type {type(pattern).__name__}"
             )
-        n, m = pattern.block_shape
-        b = pattern.batch
-        shape = tuple(size) if size is not None else ((n, m) if b == 1 else (b, n, m))
-        transpose = pattern.transpose
-        fits = max(b * max(n, m), pattern.nnz) < 2**31
+        fits = max(pattern.batch * max(pattern.block_shape), pattern.nnz) < 2**31
         dtype = torch.int32 if fits else torch.int64
-
-        def own(index: Tensor) -> Tensor:  # a copy we own, whatever the source shared
-            return index.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
-
-        perm = own(transpose.perm)
-        perm_t = torch.empty_like(perm).scatter_(
-            0, perm.long(), torch.arange(pattern.nnz, dtype=dtype, device=perm.device)
+        # Copies we own, of one dtype, whatever the pattern shares with its source.
+        crow, col, crow_t, col_t, perm, perm_t = (
+            index.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+            for index in pattern.operator_indices
         )
-        return cls(
-            own(pattern.crow),
-            own(pattern.col),
-            own(transpose.pattern.crow),
-            own(transpose.pattern.col),
-            perm,
-            perm_t,
-            shape,
-        )
+        shape = tuple(size) if size is not None else _size_of(pattern)
+        return cls(crow, col, crow_t, col_t, perm, perm_t, shape)
+
+    @classmethod
+    def of_kept(cls, pattern: SparsityPattern) -> PatternIndices:
+        """The indices of a kept pattern (``sparsity_pattern(A)``), sharing its tensors.
+
+        Nothing is copied: a kept pattern owns its indices already, and the transpose and
+        inverse permutation it builds on first use stay cached on it for every later call.
+        Each index pair keeps the pattern's dtype (``A``'s, and int32 for the transpose
+        wherever it fits).
+
+        >>> from sparsegrad_lab import sparsity_pattern
+        >>> kept = sparsity_pattern(torch.eye(3).to_sparse())
+        >>> PatternIndices.of_kept(kept).col is kept.col
+        True
+        """
+        if not isinstance(pattern, SparsityPattern):
+            raise InputTypeError(
+                f"PatternIndices.of_kept: pattern must be a SparsityPattern, got an object of "
+                f"type {type(pattern).__name__}"
+            )
+        if pattern.source is None:
+            raise InputValueError(
+                "PatternIndices.of_kept: pattern was not built by sparsity_pattern(A); "
+                "use PatternIndices.from_pattern, which copies the indices it shares with A"
+            )
+        if _traced() and not pattern.has_operator_indices():
+            # A tracer cannot sort and cache the transpose on a Python object mid-graph.
+            raise InputValueError(
+                "PatternIndices.of_kept: the kept pattern has not built its transpose yet, "
+                "which a traced (compiled or exported) call cannot do; build it once before "
+                "compiling: PatternIndices.of_kept(pattern) outside the compiled function"
+            )
+        crow, col, crow_t, col_t, perm, perm_t = pattern.operator_indices
+        return cls(crow, col, crow_t, col_t, perm, perm_t, _size_of(pattern))
 
     @classmethod
     def from_edges(
@@ -570,6 +613,14 @@ index 2 at entry 1 is out of range for 2 rows; build A from valid indices \
         return cls.from_sparse(A.coalesce(), where)
 
 
+def _size_of(pattern: SparsityPattern) -> tuple[int, ...]:
+    """The shape of the matrix ``pattern`` holds: its source's, else ``(n, m)`` or ``(b, n, m)``."""
+    if pattern.source is not None:
+        return pattern.source.shape
+    n, m = pattern.block_shape
+    return (n, m) if pattern.batch == 1 else (pattern.batch, n, m)
+
+
 def _edge_tensor(edges: object, name: str, where: str) -> Tensor:
     index = edges if isinstance(edges, Tensor) else torch.as_tensor(edges)
     if not isinstance(edges, Tensor) and index.numel() == 0:
@@ -584,7 +635,7 @@ def _edge_tensor(edges: object, name: str, where: str) -> Tensor:
 # --------------------------------------------------------------------------- functional forms
 
 
-def pattern_mm(values: Tensor, B: Tensor, indices: PatternIndices) -> Tensor:
+def pattern_mm(values: Tensor, B: Tensor, indices: PatternIndices | SparsityPattern) -> Tensor:
     """``A(values) @ B`` for the fixed pattern ``indices``, differentiable in both.
 
     .. math::
@@ -604,8 +655,11 @@ def pattern_mm(values: Tensor, B: Tensor, indices: PatternIndices) -> Tensor:
         float32, float64, complex64 or complex128 (float16 and bfloat16 on CUDA only).
     B : Tensor
         Dense ``(m, p)``, or ``(b, m, p)`` for a batched pattern; ``values``' dtype and device.
-    indices : PatternIndices
-        The pattern, built once (:meth:`PatternIndices.from_sparse` and friends).
+    indices : PatternIndices or SparsityPattern
+        The pattern, built once (:meth:`PatternIndices.from_sparse` and friends), or a kept
+        pattern ``sparsity_pattern(A)``, whose tensors are used as they are
+        (:meth:`PatternIndices.of_kept`): the same op and derivative as
+        ``sparse_mm(A, B, pattern=kept)``, without a sparse tensor or a check per call.
 
     Returns
     -------
@@ -631,6 +685,7 @@ def pattern_mm(values: Tensor, B: Tensor, indices: PatternIndices) -> Tensor:
     >>> values.grad                     # (G Bᵀ) at the three entries, G all ones
     tensor([5., 1., 9.])
     """
+    indices = _as_indices(indices, "pattern_mm")
     size = indices.size
     _check_operands(values, B, indices)
     flat = values.reshape(-1) if values.dim() != 1 else values
@@ -641,7 +696,7 @@ def pattern_mm(values: Tensor, B: Tensor, indices: PatternIndices) -> Tensor:
     return C.view(b, n, C.shape[-1])  # type: ignore[no-any-return]
 
 
-def pattern_sddmm(G: Tensor, B: Tensor, indices: PatternIndices) -> Tensor:
+def pattern_sddmm(G: Tensor, B: Tensor, indices: PatternIndices | SparsityPattern) -> Tensor:
     """``G Bᴴ`` at the stored positions of ``indices``: the sampled product, ``(nnz,)``.
 
     .. math::
@@ -650,13 +705,15 @@ def pattern_sddmm(G: Tensor, B: Tensor, indices: PatternIndices) -> Tensor:
         \\nabla_G L = A(h) B, \\qquad \\nabla_B L = A(h)^{\\mathsf H} G,
 
     for an upstream :math:`h` on the pattern. ``G`` is ``(n, p)`` and ``B`` ``(m, p)``
-    (``(b, n, p)`` and ``(b, m, p)`` for a batch). This is ``∇values`` of
-    :func:`pattern_mm`; its working set stays bounded whatever ``nnz`` is.
+    (``(b, n, p)`` and ``(b, m, p)`` for a batch); ``indices`` as for :func:`pattern_mm`.
+    This is ``∇values`` of :func:`pattern_mm`; its working set stays bounded whatever
+    ``nnz`` is.
 
     >>> indices = PatternIndices.from_sparse(torch.eye(2).to_sparse())
     >>> pattern_sddmm(torch.ones(2, 3), torch.ones(2, 3), indices)
     tensor([3., 3.])
     """
+    indices = _as_indices(indices, "pattern_sddmm")
     size = indices.size
     n, m = size[-2], size[-1]
     if (
@@ -675,6 +732,18 @@ def pattern_sddmm(G: Tensor, B: Tensor, indices: PatternIndices) -> Tensor:
     # Explicit row counts: with p = 0, a -1 in reshape would be ambiguous.
     G2, B2 = G.reshape(G.shape[:-1].numel(), p), B.reshape(B.shape[:-1].numel(), p)
     return _sddmm_2d(G2, B2, *indices.tensors)  # type: ignore[no-any-return]
+
+
+def _as_indices(indices: object, where: str) -> PatternIndices:
+    """``indices`` itself, or the op's view of a kept pattern."""
+    if isinstance(indices, PatternIndices):
+        return indices
+    if isinstance(indices, SparsityPattern):
+        return PatternIndices.of_kept(indices)
+    raise InputTypeError(
+        f"{where}: indices must be PatternIndices or a kept SparsityPattern "
+        f"(sparsity_pattern(A)), got an object of type {type(indices).__name__}"
+    )
 
 
 def _describe(x: object) -> str:

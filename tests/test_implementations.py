@@ -143,3 +143,24 @@ def test_the_kept_pattern_refuses_a_matrix_with_other_positions() -> None:
     fn(A, B)
     with pytest.raises(InputValueError):
         fn(other, B)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_pattern_mm_entry_gives_the_default_results(layout: str, batch: int) -> None:
+    """``"pattern_mm"``: the values as a dense leaf through the registered op; ``C``, ``∇B``
+    and ``A.grad`` (the dense gradient on ``A``'s indices) are the default ``sparse_mm``'s,
+    call after call."""
+    case = Case(n=6, m=7, nnz=9, p=2, layout=layout, batch=batch, dtype="float64")
+    A, B, G = make_inputs(case)
+    fn, default = get_implementation("pattern_mm").matmul(), REGISTRY["sddmm"].matmul()
+    for _ in range(2):
+        results = []
+        for f in (fn, default):
+            A.grad = B.grad = None
+            C = f(A, B)
+            C.backward(G)
+            assert A.grad is not None and B.grad is not None
+            results.append((C.detach(), B.grad, A.grad.to_dense()))
+        for got, want in zip(*results, strict=True):
+            torch.testing.assert_close(got, want)

@@ -2,7 +2,8 @@
 
 A kept pattern must give exactly what a fresh call gives, step after step with new values,
 while computing its transpose only once; and it must refuse any ``A`` whose indices differ
-from those it was built from, naming the difference.
+from those it was built from, naming the difference. ``sparse_mm`` with a kept pattern and
+``pattern_mm(values, B, kept)`` run the same registered operator on the pattern's tensors.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from sparsegrad_lab import (
     InputTypeError,
     InputValueError,
     SparsityPattern,
+    csr_tensor,
+    pattern_mm,
     sparse_mm,
     sparsity_pattern,
 )
@@ -238,3 +241,65 @@ def test_index_buffers_refilled_in_place_are_refused(
         buffer.copy_(refill)  # the same tensors now hold another graph
     with pytest.raises(InputValueError, match=r"pattern does not belong to A: its .* differ"):
         sparse_mm(A, B, pattern=pattern)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=["float64", "complex128"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(("layout", "index_dtype"), LAYOUT_INDEX)
+def test_sparse_mm_and_pattern_mm_share_one_operator_on_a_kept_pattern(
+    layout: torch.layout, index_dtype: torch.dtype, shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    """``sparse_mm(A, B, pattern=kept)`` and ``pattern_mm(values, B, kept)``: one op, one
+    derivative, the kept pattern's own index tensors -- so the same numbers, bit for bit,
+    and the same transpose, built once for both."""
+    A0 = _first_A(layout, index_dtype, shape)
+    kept = sparsity_pattern(A0)
+    generator = make_generator(6)
+    values = random_dense(A0.values().shape, generator=generator, dtype=dtype)
+    B = random_dense((*shape[:-2], shape[-1], 3), generator=generator, dtype=dtype)
+    G = random_dense((*shape[:-1], 3), generator=generator, dtype=dtype)
+
+    def grads(use_sparse_mm: bool) -> list[Tensor]:
+        v, b = values.clone().requires_grad_(), B.clone().requires_grad_()
+        if use_sparse_mm:
+            # csr_tensor: torch's own CSR constructor takes no complex values needing grad.
+            A = (
+                with_values(A0, v)
+                if layout == torch.sparse_coo
+                else csr_tensor(A0.crow_indices(), A0.col_indices(), v, tuple(A0.shape))
+            )
+            C = sparse_mm(A, b, pattern=kept)
+        else:
+            C = pattern_mm(v.reshape(-1), b, kept)
+        C.backward(G)
+        assert v.grad is not None and b.grad is not None
+        return [C.detach(), v.grad.reshape(-1), b.grad]
+
+    by_sparse_mm = grads(True)
+    transpose = kept.transpose
+    for got, want in zip(grads(False), by_sparse_mm, strict=True):
+        assert torch.equal(got, want)
+    assert kept.transpose is transpose
+    ref = dense_reference(with_values(A0, values), B, G)
+    assert_close(by_sparse_mm[0], ref.C)
+    assert_close(by_sparse_mm[2], ref.grad_B)
+    assert_close(with_values(A0, by_sparse_mm[1].reshape(values.shape)).to_dense(), ref.grad_A)
+
+
+def test_a_kept_pattern_builds_its_transpose_only_for_a_gradient() -> None:
+    A = _first_A(torch.sparse_csr, torch.int64, (5, 4))
+    kept = sparsity_pattern(A)
+    B = torch.ones(4, 2, dtype=A.dtype)
+    sparse_mm(A, B, pattern=kept)  # a forward alone: nothing to sort
+    assert not kept.has_transpose()
+    sparse_mm(A.requires_grad_(), B, pattern=kept)
+    assert kept.has_operator_indices() and kept.has_transpose()
+
+
+def test_pattern_mm_refuses_a_pattern_that_was_not_kept() -> None:
+    A = torch.eye(3, dtype=torch.float64).to_sparse()
+    values, B = torch.ones(3, dtype=torch.float64), torch.ones(3, 1, dtype=torch.float64)
+    with pytest.raises(InputValueError, match=r"^PatternIndices.of_kept: .* sparsity_pattern"):
+        pattern_mm(values, B, sparsity_pattern(A).transpose.pattern)
+    with pytest.raises(InputTypeError, match=r"^pattern_mm: indices must be PatternIndices or"):
+        pattern_mm(values, B, A)  # type: ignore[arg-type]
