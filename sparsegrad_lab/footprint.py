@@ -345,7 +345,9 @@ def sparse_mm_stages(
        ``"dense"``); a CSR pattern's expanded rows (:math:`Z i`) appear here for
        ``"gather"`` and ``"dense"``, at the transpose for ``"sddmm"``.
     3. **transpose: sort** and **transpose built** (for ``B.grad``):
-       :func:`transpose_terms`, cached while ``C`` lives.
+       :func:`transpose_terms`, cached while ``C`` lives; a kept pattern's first call with
+       ``"sddmm"`` (through the registered operator) also builds the inverse permutation
+       (:math:`t Z`), which the pattern then holds.
     4. **grad B spmm**, ``B.grad = Aᴴ G``: the permuted values :math:`Z e` (twice for
        complex: the conjugate is materialised), ``B.grad`` (:math:`M p e`) and the spmm's
        temporaries.
@@ -422,6 +424,8 @@ def sparse_mm_stages(
         )
         return [fwd_stage, sampled, scatter, accumulate], alive
     sort_terms, built_terms = transpose_terms(N, M, Z, pat_i)
+    if kept and strategy == "sddmm":  # the operator reads A's values through perm's inverse
+        built_terms["transpose inverse perm"] = Z * transpose_index_bytes(N, M, Z)
     transpose = {} if transposed else {**rows, **built_terms}
     transpose.pop("rows gathered by perm", None)  # freed once the transpose is built
     adjoint = {"values of Aᴴ": Z * e * (2 if d.is_complex else 1)}
