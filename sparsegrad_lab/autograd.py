@@ -6,7 +6,9 @@ none of the routes below that avoid it applies. These Functions serve a call tha
 pattern (the small-graph routes of :mod:`sparsegrad_lab.routes`), the ``"gather"`` and
 ``"dense"`` strategies, and ``sampled_mm``.
 
-For :math:`C = A B` and upstream :math:`G = \\partial L / \\partial \\bar C`:
+For :math:`C = A B` and upstream :math:`G` = ``C.grad`` (torch's convention:
+:math:`2\\, \\partial L / \\partial \\bar C` for complex ``C``, :math:`\\partial L / \\partial C`
+for real; see :mod:`~sparsegrad_lab.sddmm`):
 
 .. math::
 

@@ -9,8 +9,8 @@ The weight :math:`W \\in \\mathbb{F}^{\\text{out} \\times \\text{in}}` stores ``
     \\nabla_{v_k} L = \\sum_j G_{j r_k} \\, \\overline{x_{j c_k}}, \\qquad
     \\nabla_x L = G \\, \\overline{W}, \\qquad \\nabla_b L = \\textstyle\\sum_j G_j,
 
-with :math:`G = \\partial L / \\partial \\bar y` (torch's convention for complex
-gradients), computed as :math:`y^{\\mathsf T} = W x^{\\mathsf T}` through
+with :math:`G` = ``y.grad`` (torch's convention: :math:`2\\, \\partial L / \\partial \\bar y` for
+complex ``y``), computed as :math:`y^{\\mathsf T} = W x^{\\mathsf T}` through
 :func:`~sparsegrad_lab.pattern_op.pattern_mm_2d` (the registered op
 ``sparsegrad_lab::pattern_mm`` when compiled or exported). ``values`` is a plain dense
 ``nn.Parameter`` of shape ``(nnz,)``, so AdamW with weight decay, ``clip_grad_norm_``,

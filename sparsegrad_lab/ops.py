@@ -149,9 +149,10 @@ def sparse_mm(
         \\nabla_A L = P_A \\odot (G B^{\\mathsf H}), \\qquad
         \\nabla_B L = A^{\\mathsf H} G,
 
-    where :math:`G = \\partial L / \\partial \\bar C` and :math:`P_A` keeps only the
-    positions ``A`` stores. ``A.grad`` has ``A``'s layout and exactly its coalesced pattern;
-    a batch is treated as one block-diagonal matrix, with no Python loop over items.
+    where :math:`G` = ``C.grad`` (:math:`2\\, \\partial L / \\partial \\bar C`, torch's convention)
+    and :math:`P_A` keeps only the positions ``A`` stores. ``A.grad`` has ``A``'s layout and
+    exactly its coalesced pattern; a batch is treated as one block-diagonal matrix, with no
+    Python loop over items.
 
     Parameters
     ----------

@@ -17,8 +17,8 @@ through two operators registered with :func:`torch.library.custom_op`, each with
         \\qquad \\nabla_B L = A(v)^{\\mathsf H} G \\;(\\texttt{pattern\\_mm} \\text{ on }
         A^{\\mathsf T}\\text{'s indices}),
 
-    where :math:`G = \\partial L / \\partial \\bar C` (torch's convention, which makes the
-    complex case come out conjugated) and :math:`A^{\\mathsf H}` has the values
+    where :math:`G` = ``C.grad`` = :math:`2\\, \\partial L / \\partial \\bar C` (torch's convention,
+    which makes the complex case come out conjugated) and :math:`A^{\\mathsf H}` has the values
     :math:`\\bar v_{\\pi(k)}` in the transpose's CSR order.
 ``sparsegrad_lab::pattern_sddmm``
     :math:`s_k = \\sum_l G_{r_k l} \\overline{B_{c_k l}}`, the sampled product of
@@ -644,9 +644,10 @@ def pattern_mm(values: Tensor, B: Tensor, indices: PatternIndices | SparsityPatt
         \\nabla_v L = \\big(G B^{\\mathsf H}\\big)_{r_k c_k}, \\qquad
         \\nabla_B L = A(v)^{\\mathsf H} G,
 
-    with :math:`G = \\partial L / \\partial \\bar C`. One registered op
-    (``torch.ops.sparsegrad_lab.pattern_mm``) whatever the shapes: ``torch.compile`` with
-    ``fullgraph=True`` and ``torch.export`` trace it, and any order of derivative works.
+    with :math:`G` = ``C.grad`` (:math:`2\\, \\partial L / \\partial \\bar C`, torch's convention).
+    One registered op (``torch.ops.sparsegrad_lab.pattern_mm``) whatever the shapes:
+    ``torch.compile`` with ``fullgraph=True`` and ``torch.export`` trace it, and any order of
+    derivative works.
 
     Parameters
     ----------
