@@ -165,6 +165,23 @@ AIMS: list[Aim] = [
         nnz_max=None,
         threads=1,
     ),
+    # Issue #23: learned values as a dense tensor through the registered operator
+    # (``"pattern_mm"``), against the fastest peer on the smallest graph, and no slower than
+    # the default ``sparse_mm`` at the reference size.
+    Aim(
+        "pattern_mm",
+        "fastest_peer",
+        "fwdbwd_ms",
+        1.0,
+        "operator target, n = 100 (one thread)",
+        device="cpu",
+        nnz_min=500,
+        nnz_max=500,
+        n=100,
+        p=8,
+        threads=1,
+    ),
+    Aim("pattern_mm", "sddmm", "fwdbwd_ms", 1.0, "operator target", **_REFERENCE_CPU),
 ]
 
 _RATIO_METRICS = ("bwd_ms", "fwdbwd_ms", "bwd_min_ms", "fwdbwd_min_ms", "peak_extra_bytes")
@@ -304,8 +321,13 @@ def headline(results: Sequence[Result], ours: str = "sddmm") -> list[dict[str, A
 
 
 def headlines(results: Sequence[Result]) -> list[dict[str, Any]]:
-    """:func:`headline` rows of the default ``"sddmm"``, then of ``"sddmm_kept"``."""
-    return headline(results, "sddmm") + headline(results, "sddmm_kept")
+    """:func:`headline` rows of the default ``"sddmm"``, then of ``"sddmm_kept"``, then of
+    the registered operator on dense values, ``"pattern_mm"``."""
+    return (
+        headline(results, "sddmm")
+        + headline(results, "sddmm_kept")
+        + headline(results, "pattern_mm")
+    )
 
 
 # ------------------------------------------------------------------------------- text
