@@ -44,7 +44,6 @@ from .lessons import (
 __all__ = [
     "CELL_TIMEOUT_S",
     "DEFAULT_COURSE_ID",
-    "KERNEL_REPLY_TIMEOUT_S",
     "add_course_command",
     "nbgrader_config",
     "run_course_command",
@@ -56,11 +55,6 @@ DEFAULT_COURSE_ID = "sparsegrad-lab"
 #: The autograder's limit for one cell, in seconds. nbgrader's default (30 s) is below what
 #: the lessons' longest cells (the memory sweeps) take on a busy 2-core machine.
 CELL_TIMEOUT_S = 600
-#: How long the autograder waits for a reply that belongs to no cell (the kernel's
-#: ``kernel_info`` before the first cell). nbclient waits its plain ``timeout`` for it, so
-#: with :data:`CELL_TIMEOUT_S` there a lost reply held a student's grading for ten minutes
-#: (seen now and then with two kernels starting at once); the cells keep their own limit.
-KERNEL_REPLY_TIMEOUT_S = 60
 _COURSE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -82,12 +76,8 @@ c.CourseDirectory.course_id = {course_id!r}
 # Each assignment is one lesson notebook of the same name.
 c.CourseDirectory.source_directory = "source"
 # The autograder runs every cell of a lesson, the lesson's own measurements included: a cell
-# may take up to {CELL_TIMEOUT_S} s on a busy machine (nbgrader's default is 30 s). A reply
-# that belongs to no cell (the kernel's info, before the first cell) is awaited for
-# {KERNEL_REPLY_TIMEOUT_S} s: nbclient waits the plain timeout for it, and a lost one would hold the
-# grading of a student for the cells' whole limit.
-c.Execute.timeout = {KERNEL_REPLY_TIMEOUT_S}
-c.Execute.timeout_func = lambda cell: {CELL_TIMEOUT_S}
+# may take up to {CELL_TIMEOUT_S} s on a busy machine (nbgrader's default is 30 s).
+c.Execute.timeout = {CELL_TIMEOUT_S}
 # Tracebacks of one line (the exception and its message): a full traceback would quote the
 # hidden tests' source around the line that failed, in the feedback a student gets back.
 c.Execute.extra_arguments = [

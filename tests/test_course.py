@@ -463,10 +463,7 @@ def test_nbgrader_config_is_python_nbgrader_can_read() -> None:
         compile(nbgrader_config("x"), "nbgrader_config.py", "exec"), {"get_config": lambda: config}
     )
     assert config["CourseDirectory"]["course_id"] == "x"
-    # A cell may take minutes on a busy machine; a reply that belongs to no cell (the
-    # kernel's info) is not awaited for as long.
-    assert config["Execute"]["timeout_func"]({"source": "x = 1"}) >= 300
-    assert config["Execute"]["timeout"] <= 60
+    assert config["Execute"]["timeout"] >= 300
 
 
 def test_the_tutors_page_states_each_lesson_s_points_and_time() -> None:
