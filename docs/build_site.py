@@ -52,7 +52,8 @@ PACKAGE = "sparsegrad_lab"
 # The lab modules the API reference documents after the package's top level: every module a
 # lesson imports from (tests/test_site.py checks that no lesson imports from any other),
 # in the order of the package's layers, bottom up. Each is documented by its own __all__.
-# The byte model (footprint) is documented although it is core: lesson 03 reads its stages.
+# The routes and the byte model (footprint) are documented although they are core: lesson 03
+# teaches the small-graph route and reads the model's stages.
 # Left out on purpose: the core modules (ops, pattern, sddmm, batching, csr_from_values),
 # whose public names the top level re-exports and whose other names are internals of the
 # operation; third_party (the benchmark's comparison models, reached through memory_model
@@ -60,6 +61,7 @@ PACKAGE = "sparsegrad_lab"
 # private _checks and _torch_util.
 LAB_MODULES = (
     "errors",
+    "routes",
     "footprint",
     "memory_guard",
     "example_matrices",
