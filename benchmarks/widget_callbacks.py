@@ -91,18 +91,13 @@ class Move:
         return f"{self.explorer_name}: {self.slider.description} = {self.value:g}"
 
 
-def continuous_moves(explorers: dict[str, Any], repeats: int = 1) -> Iterator[Move]:
-    """Each continuous slider to each end of its range ``repeats`` times, slider after slider.
-
-    Every move changes the value (a slider set to the value it holds runs no callback): a slider
-    starts with the end it is not at, alternates, and ends at its maximum, where it stays. A
-    slider that acts on release (``continuous_update=False``) or a control without a range (a
-    dropdown) is not moved. Log sliders are moved to ``base**min`` and ``base**max``. Lazy: each
-    slider's first move is chosen when the moves before it have been made.
-    """
+def _end_to_end_moves(
+    explorers: dict[str, Any], repeats: int, *, continuous: bool
+) -> Iterator[Move]:
+    """The moves of :func:`continuous_moves` (``continuous=True``) or :func:`release_moves`."""
     for name, explorer in explorers.items():
         for slider in explorer.kwargs_widgets:
-            if not hasattr(slider, "min") or not slider.continuous_update:
+            if not hasattr(slider, "min") or slider.continuous_update != continuous:
                 continue
             low, high = slider.min, slider.max
             if isinstance(slider, ipywidgets.FloatLogSlider):
@@ -112,6 +107,18 @@ def continuous_moves(explorers: dict[str, Any], repeats: int = 1) -> Iterator[Mo
                 values.append(high)
             for value in values:
                 yield Move(name, explorer, slider, value)
+
+
+def continuous_moves(explorers: dict[str, Any], repeats: int = 1) -> Iterator[Move]:
+    """Each continuous slider to each end of its range ``repeats`` times, slider after slider.
+
+    Every move changes the value (a slider set to the value it holds runs no callback): a slider
+    starts with the end it is not at, alternates, and ends at its maximum, where it stays. A
+    slider that acts on release (``continuous_update=False``) or a control without a range (a
+    dropdown) is not moved. Log sliders are moved to ``base**min`` and ``base**max``. Lazy: each
+    slider's first move is chosen when the moves before it have been made.
+    """
+    return _end_to_end_moves(explorers, repeats, continuous=True)
 
 
 def move_slider(move: Move) -> str:
@@ -201,18 +208,7 @@ def release_explorers() -> dict[str, Any]:
 def release_moves(explorers: dict[str, Any], repeats: int = 1) -> Iterator[Move]:
     """Each on-release slider to each end of its range, as :func:`continuous_moves` moves the
     continuous ones (a release runs the callback once, whatever the drag's length)."""
-    for name, explorer in explorers.items():
-        for slider in explorer.kwargs_widgets:
-            if not hasattr(slider, "min") or slider.continuous_update:
-                continue
-            low, high = slider.min, slider.max
-            if isinstance(slider, ipywidgets.FloatLogSlider):
-                low, high = slider.base**low, slider.base**high
-            values = [high, low] * repeats if slider.value == low else [low, high] * repeats
-            if values[-1] != high:
-                values.append(high)
-            for value in values:
-                yield Move(name, explorer, slider, value)
+    return _end_to_end_moves(explorers, repeats, continuous=False)
 
 
 def _report_release_callbacks(repeats: int) -> list[str]:
