@@ -65,7 +65,7 @@ from .index_checks import check_indices
 from .operand_checks import check_sparse_matrix
 from .pattern import SparsityPattern, coalesced, pattern_of
 from .scalar_checks import check_int
-from .sddmm import sampled_product
+from .sddmm import sampled_product_at
 
 __all__ = [
     "INDEX_NAMES",
@@ -132,16 +132,7 @@ def _sddmm_kernel(
 ) -> Tensor:
     """``(grad @ denseᴴ)`` at the pattern, ``(nnz,)``: the package's sampled product."""
     grad, dense = _plain(grad).contiguous(), _plain(dense).contiguous()
-    shape = (crow.shape[0] - 1, crow_t.shape[0] - 1)
-    if dense.is_complex() and col.shape[0] > 0:
-        # torch's sampled kernel, as sampled_product calls it, but given a physical
-        # conjugate: sampled_product passes dense.mH, a lazy one (see _plain).
-        out = grad.new_zeros(col.shape[0])
-        target = torch.sparse_csr_tensor(crow, col, out, shape, check_invariants=False)
-        with torch.no_grad():  # out= takes no autograd; the ops differentiate this
-            torch.sparse.sampled_addmm(target, grad, dense.conj_physical().mT, beta=0.0, out=target)
-        return out
-    return sampled_product(SparsityPattern(col, 1, shape, _crow=crow), grad, dense, "sddmm")
+    return sampled_product_at(crow, col, (crow.shape[0] - 1, crow_t.shape[0] - 1), grad, dense)
 
 
 # The derivatives, written once for both routes (the registered ops and the eager fast path):
@@ -307,20 +298,21 @@ def _eager_function(name: str, kernel: Product, grads: Grads) -> Any:
     cost; one shell for both ops (each differentiates into the other).
     """
 
-    def forward(ctx: Any, first: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
+    def forward(ctx: Any, first: Tensor, dense: Tensor, indices: tuple[Tensor, ...]) -> Tensor:
+        # The indices travel as one tuple: autograd never differentiates them, and each
+        # tensor argument of ``apply`` costs a few microseconds of bookkeeping.
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(first, dense)
         ctx.indices = indices
         return kernel(first, dense, *indices)
 
     def backward(ctx: Any, upstream: Tensor | None) -> tuple[Tensor | None, ...]:
-        nones = (None,) * len(ctx.indices)
         if upstream is None:  # no gradient reached the output: none for the inputs either
-            return (None, None, *nones)
+            return (None, None, None)
         first, dense = ctx.saved_tensors
         mm, sddmm = _eager_products()
         found = grads(mm, sddmm, first, dense, upstream, ctx.indices, ctx.needs_input_grad)
-        return (*found, *nones)
+        return (*found, None)
 
     methods = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
     return type(name, (torch.autograd.Function,), {"__doc__": kernel.__doc__, **methods})
@@ -331,10 +323,18 @@ _EagerPatternMM = _eager_function("_EagerPatternMM", _mm_kernel, _mm_grads)
 _EagerPatternSDDMM = _eager_function("_EagerPatternSDDMM", _sddmm_kernel, _sddmm_grads)
 
 
+def _eager_mm(values: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
+    return _EagerPatternMM.apply(values, dense, indices)  # type: ignore[no-any-return]
+
+
+def _eager_sddmm(grad: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
+    return _EagerPatternSDDMM.apply(grad, dense, indices)  # type: ignore[no-any-return]
+
+
 def _eager_products() -> tuple[Product, Product]:
     """The products a backward uses: differentiable under ``create_graph``, else the kernels."""
     if torch.is_grad_enabled():
-        return _EagerPatternMM.apply, _EagerPatternSDDMM.apply
+        return _eager_mm, _eager_sddmm
     return _mm_kernel, _sddmm_kernel
 
 
@@ -361,13 +361,13 @@ def pattern_mm_2d(values: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
     """
     if _traced():
         return PATTERN_MM(values, dense, *indices)  # type: ignore[no-any-return]
-    return _EagerPatternMM.apply(values, dense, *indices)  # type: ignore[no-any-return]
+    return _EagerPatternMM.apply(values, dense, indices)  # type: ignore[no-any-return]
 
 
 def _sddmm_2d(G: Tensor, dense: Tensor, *indices: Tensor) -> Tensor:
     if _traced():
         return PATTERN_SDDMM(G, dense, *indices)  # type: ignore[no-any-return]
-    return _EagerPatternSDDMM.apply(G, dense, *indices)  # type: ignore[no-any-return]
+    return _EagerPatternSDDMM.apply(G, dense, indices)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- the indices
@@ -432,8 +432,7 @@ class PatternIndices:
     @property
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(crow, col, crow_t, col_t, perm, perm_t)``, the ops' index arguments in order."""
-        crow, col, crow_t, col_t, perm, perm_t = (getattr(self, n) for n in INDEX_NAMES)
-        return (crow, col, crow_t, col_t, perm, perm_t)
+        return (self.crow, self.col, self.crow_t, self.col_t, self.perm, self.perm_t)
 
     def to(self, device: torch.device | str) -> PatternIndices:
         """The same indices on ``device`` (``self`` when they are there already).
@@ -550,24 +549,7 @@ class PatternIndices:
         >>> PatternIndices.of_kept(kept).col is kept.col
         True
         """
-        if not isinstance(pattern, SparsityPattern):
-            raise InputTypeError(
-                f"PatternIndices.of_kept: pattern must be a SparsityPattern, got an object of "
-                f"type {type(pattern).__name__}"
-            )
-        if pattern.source is None:
-            raise InputValueError(
-                "PatternIndices.of_kept: pattern was not built by sparsity_pattern(A); "
-                "use PatternIndices.from_pattern, which copies the indices it shares with A"
-            )
-        if _traced() and not pattern.has_operator_indices():
-            # A tracer cannot sort and cache the transpose on a Python object mid-graph.
-            raise InputValueError(
-                "PatternIndices.of_kept: the kept pattern has not built its transpose yet, "
-                "which a traced (compiled or exported) call cannot do; build it once before "
-                "compiling: PatternIndices.of_kept(pattern) outside the compiled function"
-            )
-        crow, col, crow_t, col_t, perm, perm_t = pattern.operator_indices
+        crow, col, crow_t, col_t, perm, perm_t = _kept_tensors(pattern, "PatternIndices.of_kept")
         return cls(crow, col, crow_t, col_t, perm, perm_t, _size_of(pattern))
 
     @classmethod
@@ -611,6 +593,28 @@ index 2 at entry 1 is out of range for 2 rows; build A from valid indices \
         A = torch.sparse_coo_tensor(torch.stack([r, c]), ones, shape, check_invariants=False)
         check_indices(A, where, "the edge list")
         return cls.from_sparse(A.coalesce(), where)
+
+
+def _kept_tensors(pattern: object, where: str) -> tuple[Tensor, ...]:
+    """A kept pattern's :attr:`~sparsegrad_lab.SparsityPattern.operator_indices`, or why not."""
+    if not isinstance(pattern, SparsityPattern):
+        raise InputTypeError(
+            f"{where}: pattern must be a SparsityPattern, got an object of type "
+            f"{type(pattern).__name__}"
+        )
+    if pattern.source is None:
+        raise InputValueError(
+            f"{where}: pattern was not built by sparsity_pattern(A); use "
+            "PatternIndices.from_pattern, which copies the indices it shares with A"
+        )
+    if not pattern.has_operator_indices() and _traced():
+        # A tracer cannot sort and cache the transpose on a Python object mid-graph.
+        raise InputValueError(
+            f"{where}: the kept pattern has not built its transpose yet, which a traced "
+            "(compiled or exported) call cannot do; build it once before compiling: "
+            "PatternIndices.of_kept(pattern) outside the compiled function"
+        )
+    return pattern.operator_indices
 
 
 def _size_of(pattern: SparsityPattern) -> tuple[int, ...]:
@@ -686,15 +690,14 @@ def pattern_mm(values: Tensor, B: Tensor, indices: PatternIndices | SparsityPatt
     >>> values.grad                     # (G Bᵀ) at the three entries, G all ones
     tensor([5., 1., 9.])
     """
-    indices = _as_indices(indices, "pattern_mm")
-    size = indices.size
-    _check_operands(values, B, indices)
+    tensors, size = _operands_of(indices, "pattern_mm")
+    _check_operands(values, B, size, tensors[1])
     flat = values.reshape(-1) if values.dim() != 1 else values
     if len(size) == 2:
-        return pattern_mm_2d(flat, B, *indices.tensors)  # type: ignore[no-any-return]
+        return pattern_mm_2d(flat, B, *tensors)
     b, n, m = size
-    C = pattern_mm_2d(flat, B.reshape(b * m, B.shape[-1]), *indices.tensors)
-    return C.view(b, n, C.shape[-1])  # type: ignore[no-any-return]
+    C = pattern_mm_2d(flat, B.reshape(b * m, B.shape[-1]), *tensors)
+    return C.view(b, n, C.shape[-1])
 
 
 def pattern_sddmm(G: Tensor, B: Tensor, indices: PatternIndices | SparsityPattern) -> Tensor:
@@ -714,8 +717,7 @@ def pattern_sddmm(G: Tensor, B: Tensor, indices: PatternIndices | SparsityPatter
     >>> pattern_sddmm(torch.ones(2, 3), torch.ones(2, 3), indices)
     tensor([3., 3.])
     """
-    indices = _as_indices(indices, "pattern_sddmm")
-    size = indices.size
+    tensors, size = _operands_of(indices, "pattern_sddmm")
     n, m = size[-2], size[-1]
     if (
         not isinstance(G, Tensor)
@@ -732,15 +734,19 @@ def pattern_sddmm(G: Tensor, B: Tensor, indices: PatternIndices | SparsityPatter
     p = G.shape[-1]
     # Explicit row counts: with p = 0, a -1 in reshape would be ambiguous.
     G2, B2 = G.reshape(G.shape[:-1].numel(), p), B.reshape(B.shape[:-1].numel(), p)
-    return _sddmm_2d(G2, B2, *indices.tensors)  # type: ignore[no-any-return]
+    return _sddmm_2d(G2, B2, *tensors)
 
 
-def _as_indices(indices: object, where: str) -> PatternIndices:
-    """``indices`` itself, or the op's view of a kept pattern."""
+def _operands_of(indices: object, where: str) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
+    """The ops' index arguments and the matrix's size, from ``indices`` or a kept pattern.
+
+    A kept pattern's own tensors are read as they are, without a :class:`PatternIndices`
+    around them: this runs on every call of a training loop.
+    """
     if isinstance(indices, PatternIndices):
-        return indices
+        return indices.tensors, indices.size
     if isinstance(indices, SparsityPattern):
-        return PatternIndices.of_kept(indices)
+        return _kept_tensors(indices, where), _size_of(indices)
     raise InputTypeError(
         f"{where}: indices must be PatternIndices or a kept SparsityPattern "
         f"(sparsity_pattern(A)), got an object of type {type(indices).__name__}"
@@ -753,18 +759,18 @@ def _describe(x: object) -> str:
     return f"an object of type {type(x).__name__}"
 
 
-def _check_operands(values: Tensor, B: Tensor, indices: PatternIndices) -> None:
+def _check_operands(values: Tensor, B: Tensor, size: tuple[int, ...], col: Tensor) -> None:
     """Shapes, dtypes and devices only: the indices were checked when they were built."""
     if not isinstance(values, Tensor) or not isinstance(B, Tensor):
         raise InputTypeError(
             f"pattern_mm: values and B must be torch.Tensors, got {_describe(values)} and "
             f"{_describe(B)}"
         )
-    size = indices.size
-    batched_values = values.dim() == 2 and len(size) == 3 and values.shape[0] == indices.batch
-    if values.numel() != indices.nnz or not (values.dim() == 1 or batched_values):
+    nnz = col.shape[0]
+    one_per_item = values.dim() == 2 and len(size) == 3 and values.shape[0] == size[0]
+    if values.numel() != nnz or not (values.dim() == 1 or one_per_item):
         raise InputValueError(
-            f"pattern_mm: values must have shape ({indices.nnz},), one per stored entry of "
+            f"pattern_mm: values must have shape ({nnz},), one per stored entry of "
             f"the pattern of size {size}, got {tuple(values.shape)}"
         )
     if B.dim() != len(size) or B.shape[:-1] != (*size[:-2], size[-1]):
@@ -772,8 +778,8 @@ def _check_operands(values: Tensor, B: Tensor, indices: PatternIndices) -> None:
             f"pattern_mm: B must have shape {(*size[:-2], size[-1], 'p')} for the pattern of "
             f"size {size}, got {tuple(B.shape)}"
         )
-    if values.dtype != B.dtype or values.device != B.device or B.device != indices.col.device:
+    if values.dtype != B.dtype or values.device != B.device or B.device != col.device:
         raise InputTypeError(
             f"pattern_mm: values, B and the indices must share a dtype and a device, got "
-            f"values {_describe(values)}, B {_describe(B)}, indices on {indices.col.device}"
+            f"values {_describe(values)}, B {_describe(B)}, indices on {col.device}"
         )

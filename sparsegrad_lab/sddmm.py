@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from ._torch_util import element_size
+from .csr_from_values import plain_csr
 from .pattern import SparsityPattern
 from .strategies import BackwardStrategy
 
@@ -51,6 +52,7 @@ __all__ = [
     "CHUNK_BYTES",
     "copy_bytes",
     "sampled_product",
+    "sampled_product_at",
     "sampled_product_workspace_bytes",
 ]
 
@@ -116,19 +118,51 @@ def _sampled_product(
     if strategy == "gather":
         return _gather_rows(pattern, G, B, 0, pattern.nnz)
     if G.dtype in _SAMPLED_ADDMM_DTYPES:
-        # Written in place into a plain tensor we own: returning ``.values()`` of a fresh
-        # CSR result would hand autograd a view of a sparse tensor, which complex autograd
-        # cannot re-view ("Sparse CSR tensors do not have strides").
-        out = G.new_zeros(pattern.nnz)
-        target = pattern.to_csr(out)
-        B_h = B.mH if B.is_complex() else B.mT  # mT: one view call less for real B
-        if torch.is_grad_enabled():
-            with torch.no_grad():  # out= takes no autograd; SampledProduct differentiates this
-                torch.sparse.sampled_addmm(target, G, B_h, beta=0.0, out=target)
-        else:
-            torch.sparse.sampled_addmm(target, G, B_h, beta=0.0, out=target)
-        return out
+        return _sampled_addmm(pattern.crow, pattern.col, pattern.shape, G, B)
     return _chunked_gather(pattern, G, B)
+
+
+def sampled_product_at(
+    crow: Tensor, col: Tensor, shape: tuple[int, int], G: Tensor, B: Tensor
+) -> Tensor:
+    """:func:`sampled_product` (``"sddmm"``) at the CSR positions ``(crow, col)``, trusted.
+
+    For callers that hold a pattern's index tensors and multiply often (the registered
+    operator of :mod:`sparsegrad_lab.pattern_op`): on the dtypes torch's sampled kernel
+    takes, no pattern object is built per call. ``G`` and ``B`` must be contiguous and free
+    of lazy conjugation; ``shape`` is ``(N, M)``.
+
+    >>> crow, col = torch.tensor([0, 1, 2]), torch.tensor([1, 0])
+    >>> G, B = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[5.0, 6.0], [7.0, 8.0]])
+    >>> sampled_product_at(crow, col, (2, 2), G, B)     # (G Bᵀ)[0, 1] and (G Bᵀ)[1, 0]
+    tensor([23., 39.])
+    """
+    if col.shape[0] == 0 or G.dtype not in _SAMPLED_ADDMM_DTYPES:
+        return sampled_product(SparsityPattern(col, 1, shape, _crow=crow), G, B, "sddmm")
+    if torch.is_autocast_enabled(G.device.type):
+        with torch.autocast(G.device.type, enabled=False):  # see sampled_product
+            return _sampled_addmm(crow, col, shape, G, B)
+    return _sampled_addmm(crow, col, shape, G, B)
+
+
+def _sampled_addmm(
+    crow: Tensor, col: Tensor, shape: tuple[int, int], G: Tensor, B: Tensor
+) -> Tensor:
+    """torch's sampled kernel at ``(crow, col)``: ``(nnz,)``, not tracked by autograd."""
+    # Written in place into a plain tensor we own: returning ``.values()`` of a fresh CSR
+    # result would hand autograd a view of a sparse tensor, which complex autograd cannot
+    # re-view ("Sparse CSR tensors do not have strides").
+    out = G.new_zeros(col.shape[0])
+    target = plain_csr(crow, col, out, shape)
+    # A physical conjugate: inside a compiled graph torch runs the operator with its
+    # Conjugate key excluded, and would read a lazy conj() view unconjugated.
+    B_h = B.conj_physical().mT if B.is_complex() else B.mT
+    if torch.is_grad_enabled():
+        with torch.no_grad():  # out= takes no autograd; the callers differentiate this
+            torch.sparse.sampled_addmm(target, G, B_h, beta=0.0, out=target)
+    else:
+        torch.sparse.sampled_addmm(target, G, B_h, beta=0.0, out=target)
+    return out
 
 
 def _dense_then_mask(pattern: SparsityPattern, G: Tensor, B: Tensor) -> Tensor:
