@@ -14,8 +14,8 @@ route the bound allows is faster there):
     a forward and backward of a coalesced 2-D COO ``A``: torch's COO product (which checks
     the index ranges itself), against the CSR product after the full index check.
 ``few entries`` (:data:`~sparsegrad_lab.index_checks.FEW_ENTRIES`)
-    ``check_indices`` of a CPU CSR ``A``: on numpy views of its indices, against torch's
-    kernels.
+    ``check_indices`` of a CPU CSR or COO ``A``: on numpy views of its indices, against
+    torch's kernels.
 
 Speed is a benchmark, not a test: run it on an otherwise idle machine::
 
@@ -102,13 +102,15 @@ def coo_product(repeats: int) -> Iterator[tuple[str, float, float]]:
 
 
 def few_entries(repeats: int) -> Iterator[tuple[str, float, float]]:
-    for nnz in (100, 1000, 4096, 20_000):
-        A = uniform_random(5000, 5000, nnz=nnz, seed=0, layout="csr")
+    for layout in ("csr", "coo"):
+        for nnz in (100, 1000, 4096, 10_000, 30_000, 100_000):
+            A = uniform_random(5000, 5000, nnz=nnz, seed=0, layout=layout)
 
-        def check(A: torch.Tensor = A) -> None:
-            index_checks.check_indices(A, "route_thresholds")
+            def check(A: torch.Tensor = A) -> None:
+                index_checks.check_indices(A, "route_thresholds")
 
-        yield compare(f"nnz={nnz:>6}", index_checks, "FEW_ENTRIES", check, repeats)
+            label = f"{layout} nnz={nnz:>6}"
+            yield compare(label, index_checks, "FEW_ENTRIES", check, repeats)
 
 
 PARTS = {"shared gather": shared_gather, "coo product": coo_product, "few entries": few_entries}

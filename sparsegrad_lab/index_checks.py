@@ -80,15 +80,18 @@ def _coo_indices_valid(A: Tensor, ranges: bool = True, order: bool = True) -> bo
     key = _row_major_keys(indices, A.shape)
     if indices.shape[1] <= FEW_ENTRIES:
         # Two kernels instead of four (two slices, a comparison, an all); the nnz x 8 bytes
-        # of steps it allocates instead of a bool mask stay below 32 KiB here.
+        # of steps it allocates instead of a bool mask stay below 128 KiB here.
         return int(key.diff().min()) > 0
     return bool((key[1:] > key[:-1]).all())
 
 
-#: Up to this many stored entries a temporary of nnz int64 is negligible (32 KiB) and the
-#: number of kernel calls, not their work, is the cost of a check: a CPU ``A`` is then
-#: checked on numpy views of its indices (``benchmarks/route_thresholds.py`` times both).
-FEW_ENTRIES = 4096
+#: Up to this many stored entries a temporary of nnz int64 is small (128 KiB, freed before
+#: the product allocates) and the number of kernel calls, not their work, is the cost of a
+#: check: a CPU ``A`` is then checked on numpy views of its indices. Measured with
+#: ``benchmarks/route_thresholds.py --only "few entries"`` (one and two threads, CSR and
+#: COO): numpy takes about half torch's time up to 10⁵ entries; the bound stays lower so
+#: that a check's temporaries stay small next to a small graph's own.
+FEW_ENTRIES = 16384
 
 
 def _few_csr_indices_valid(crow: np.ndarray, col: np.ndarray, m: int) -> bool:
