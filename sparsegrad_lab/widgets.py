@@ -20,8 +20,9 @@ as soon as a slider moves. ``tests/test_widgets.py`` times the callbacks that st
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -112,6 +113,59 @@ def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _interactive(show: Callable[..., Any], *options: dict[str, Any], **controls: Any) -> Any:
+    """``ipywidgets.interactive(show, *options, **controls)`` whose first view, drawn while
+    its cell runs, is written straight into its output area's ``outputs``.
+
+    A tool that runs a notebook without a browser -- nbclient, and so nbgrader's autograder
+    and ``jupyter nbconvert --execute`` -- stands in for the browser's output widget: what a
+    cell prints inside one is sent back to the kernel on the shell socket, while the tool
+    waits on that same socket for the cell's reply. That send can swallow the reply's
+    wake-up, and the tool then waits out its whole cell timeout before it reads the reply
+    and goes on, the results intact (jupyter/nbclient#312; here seen as one lesson's
+    autograding stalled for exactly ``Execute.timeout``, at this explorer's cell, in every
+    run on a loaded machine). Captured in the kernel and put into ``outputs``, the first
+    view leaves the tool nothing to send. Later views (a control moved in a browser) go
+    through the output area as usual; outside IPython nothing is captured.
+    """
+    return _explorer_class()(show, *options, **controls)
+
+
+@cache
+def _explorer_class() -> type:
+    """``ipywidgets.interactive`` with the first view of :func:`_interactive` (built once)."""
+    import ipywidgets as w
+    from IPython import get_ipython
+    from IPython.utils.capture import capture_output
+
+    class Explorer(w.interactive):  # type: ignore[misc]
+        _shown = False
+
+        def update(self, *args: Any) -> None:
+            if self._shown or get_ipython() is None:
+                super().update(*args)
+                return
+            self._shown = True
+            # interactive.update's work for a first view, with no output area to clear and
+            # its output captured instead of shown (an error propagates: the explorers check
+            # their arguments first, so a failing first view is a bug to see).
+            self.kwargs = {c._kwarg: c.get_interact_value() for c in self.kwargs_widgets}
+            with capture_output() as captured:
+                self.result = self.f(**self.kwargs)
+            outputs: list[dict[str, Any]] = [
+                {"output_type": "stream", "name": name, "text": text}
+                for name, text in (("stdout", captured.stdout), ("stderr", captured.stderr))
+                if text
+            ]
+            outputs += [
+                {"output_type": "display_data", "data": shown.data, "metadata": shown.metadata}
+                for shown in captured.outputs
+            ]
+            self.out.outputs = tuple(outputs)
+
+    return Explorer
 
 
 # ------------------------------------------------------------------ gradient of one entry
@@ -300,7 +354,7 @@ def gradient_entry_explorer(A: Tensor, G: Tensor, B: Tensor) -> Any:
 
     # A 2-D A has no item: ``fixed`` passes None without drawing a control for it.
     item = w.fixed(None) if b is None else w.IntSlider(min=0, max=b - 1, description="item t")
-    return w.interactive(
+    return _interactive(
         show,
         i=w.IntSlider(value=0, min=0, max=n - 1, description="row i"),
         j=w.IntSlider(value=0, min=0, max=m - 1, description="column j"),
@@ -405,7 +459,7 @@ got 'bogus'
             _show_and_close(report.figure)
         return report
 
-    return w.interactive(
+    return _interactive(
         show,
         name=w.Dropdown(options=sorted(MATRIX_KINDS), value=name, description="pattern"),
         # On release: generating and drawing a pattern near the top of these ranges takes ~1 s.
@@ -567,7 +621,7 @@ def memory_explorer(n: int = 2000, density: float = 0.001, p: int = 32) -> Any:
         _show_and_close(report.figure)
         return report
 
-    explorer = w.interactive(
+    explorer = _interactive(
         show,
         {"manual": True, "manual_name": "Measure"},
         n=w.IntSlider(value=n, **_MEMORY_N, description="size n"),
@@ -825,7 +879,7 @@ def attention_explorer(
         if len(names) == 1
         else w.Dropdown(options=names, value=names[0], description="weights of")
     )
-    return w.interactive(
+    return _interactive(
         show,
         # On release: drawing the graph takes a few tenths of a second on two cores.
         node=w.IntSlider(value=node, min=0, max=n - 1, description="node", continuous_update=False),
@@ -1132,7 +1186,7 @@ def recovery_explorer(W: Tensor, p: int = 64, sigma: float = 0.02, *, seed: int 
         _show_and_close(report.figure)
         return report
 
-    return w.interactive(
+    return _interactive(
         show,
         p=w.IntSlider(
             value=p, min=p_min, max=max_signals, description="signals p", continuous_update=False

@@ -277,14 +277,6 @@ def term(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A course made, released, submitted by every student, autograded, exported, fed back."""
     course = tmp_path_factory.mktemp("term") / "course"
     assert main(["course", str(course)]) == 0
-    # On a busy machine the autograder now and then stalls on a submission, kernel and grader
-    # both idle, for as long as nbgrader's Execute.timeout, then goes on with no error in any
-    # cell and the grades right (seen 1 to 3 times a term at 600 s; at 120 s a stall lasted
-    # 139 s; the cause is not found). The term keeps the timeout at nbval's own per-cell
-    # limit (pyproject.toml, 300 s), which every lesson cell meets under `make test`, so that
-    # a stall costs five minutes, not ten.
-    with (course / "nbgrader_config.py").open("a", encoding="utf-8") as config:
-        config.write("\nc.Execute.timeout = 300  # tests/test_course.py: see the term fixture\n")
     for lesson in LESSONS:
         _nbgrader(course, "generate_assignment", lesson, "--force")
     released = {

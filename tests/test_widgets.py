@@ -686,3 +686,43 @@ def test_no_callback_draws_through_pyplot(monkeypatch):
         assert made_by_pyplot == [], f"{move.name} drew through pyplot"
         figure = move.explorer.result.figure  # the pattern explorer draws none past a limit
         assert figure is None or figure.canvas.manager is None, move.name
+
+
+_TWO_EXPLORERS = """\
+import torch
+from sparsegrad_lab.example_matrices import uniform_random
+from sparsegrad_lab.widgets import gradient_entry_explorer, pattern_explorer
+
+A = uniform_random(6, 8, nnz=14, seed=4, dtype=torch.float64)
+G, B = torch.ones(6, 5, dtype=torch.float64), torch.ones(8, 5, dtype=torch.float64)
+display(gradient_entry_explorer(A, G, B))
+display(pattern_explorer("banded", 200, 0.05))
+"""
+
+
+@pytest.mark.slow
+def test_a_notebook_runner_has_nothing_to_send_back_for_a_first_view(monkeypatch, tmp_path):
+    """nbclient (nbgrader's autograder, ``nbconvert --execute``) stands in for the browser's
+    output area: what a cell shows inside one is sent back to the kernel on the shell socket,
+    which can stall the runner for its whole cell timeout (jupyter/nbclient#312). An
+    explorer's first view goes into the area's ``outputs`` instead: nothing is sent back, and
+    the executed notebook holds the view (its text and its image)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from nbclient.output_widget import OutputWidget
+
+    sent = []
+    monkeypatch.setattr(OutputWidget, "send", lambda self, *args, **kwargs: sent.append(args))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_TWO_EXPLORERS)])
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    )
+    client.execute()
+    assert not sent
+    states = notebook.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    views = [s["state"]["outputs"] for s in states.values() if s["model_name"] == "OutputModel"]
+    assert len(views) == 2
+    for view in views:
+        assert [output["output_type"] for output in view] == ["stream", "display_data"]
+        assert "image/png" in view[1]["data"]
+    assert "a dense gradient would hold" in "".join(view[0]["text"] for view in views)
