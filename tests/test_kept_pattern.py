@@ -299,7 +299,7 @@ def test_a_kept_pattern_builds_its_transpose_only_for_a_gradient() -> None:
 def test_pattern_mm_refuses_a_pattern_that_was_not_kept() -> None:
     A = torch.eye(3, dtype=torch.float64).to_sparse()
     values, B = torch.ones(3, dtype=torch.float64), torch.ones(3, 1, dtype=torch.float64)
-    with pytest.raises(InputValueError, match=r"^PatternIndices.of_kept: .* sparsity_pattern"):
+    with pytest.raises(InputValueError, match=r"^pattern_mm: pattern was not built by sparsity_"):
         pattern_mm(values, B, sparsity_pattern(A).transpose.pattern)
     with pytest.raises(InputTypeError, match=r"^pattern_mm: indices must be PatternIndices or"):
         pattern_mm(values, B, A)  # type: ignore[arg-type]
