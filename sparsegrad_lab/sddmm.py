@@ -118,7 +118,8 @@ def _sampled_product(
     if strategy == "gather":
         return _gather_rows(pattern, G, B, 0, pattern.nnz)
     if G.dtype in _SAMPLED_ADDMM_DTYPES:
-        return _sampled_addmm(pattern.crow, pattern.col, pattern.shape, G, B)
+        B_h = B.mH if B.is_complex() else B.mT  # mT: one view call less for real B
+        return _sampled_addmm(pattern.crow, pattern.col, pattern.shape, G, B_h)
     return _chunked_gather(pattern, G, B)
 
 
@@ -139,24 +140,25 @@ def sampled_product_at(
     """
     if col.shape[0] == 0 or G.dtype not in _SAMPLED_ADDMM_DTYPES:
         return sampled_product(SparsityPattern(col, 1, shape, _crow=crow), G, B, "sddmm")
+    # A physical conjugate: inside a compiled graph torch runs the operator with its
+    # Conjugate key excluded, and would read a lazy conj() view unconjugated.
+    B_h = B.conj_physical().mT if B.is_complex() else B.mT
     if torch.is_autocast_enabled(G.device.type):
         with torch.autocast(G.device.type, enabled=False):  # see sampled_product
-            return _sampled_addmm(crow, col, shape, G, B)
-    return _sampled_addmm(crow, col, shape, G, B)
+            return _sampled_addmm(crow, col, shape, G, B_h)
+    return _sampled_addmm(crow, col, shape, G, B_h)
 
 
 def _sampled_addmm(
-    crow: Tensor, col: Tensor, shape: tuple[int, int], G: Tensor, B: Tensor
+    crow: Tensor, col: Tensor, shape: tuple[int, int], G: Tensor, B_h: Tensor
 ) -> Tensor:
-    """torch's sampled kernel at ``(crow, col)``: ``(nnz,)``, not tracked by autograd."""
+    """torch's sampled kernel at ``(crow, col)``: ``(G B_h)`` there, ``(nnz,)``, not tracked
+    by autograd (``B_h`` is ``Bᴴ``: a transposed view, conjugated for complex ``B``)."""
     # Written in place into a plain tensor we own: returning ``.values()`` of a fresh CSR
     # result would hand autograd a view of a sparse tensor, which complex autograd cannot
     # re-view ("Sparse CSR tensors do not have strides").
     out = G.new_zeros(col.shape[0])
     target = plain_csr(crow, col, out, shape)
-    # A physical conjugate: inside a compiled graph torch runs the operator with its
-    # Conjugate key excluded, and would read a lazy conj() view unconjugated.
-    B_h = B.conj_physical().mT if B.is_complex() else B.mT
     if torch.is_grad_enabled():
         with torch.no_grad():  # out= takes no autograd; the callers differentiate this
             torch.sparse.sampled_addmm(target, G, B_h, beta=0.0, out=target)
